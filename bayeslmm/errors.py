@@ -1,0 +1,43 @@
+"""Exceptions a user can trigger.
+
+Every error raised for bad input is a :class:`BayesLMMError` subclass whose
+message names the column, term or value at fault and says what to do.
+"""
+
+from __future__ import annotations
+
+
+class BayesLMMError(Exception):
+    """Base class of every error bayeslmm raises for user input."""
+
+
+class FormulaError(BayesLMMError):
+    """The formula cannot be parsed or does not describe a mixed model."""
+
+
+class DataError(BayesLMMError):
+    """The data frame does not fit the formula (missing column, bad values, ...)."""
+
+
+class PriorError(BayesLMMError):
+    """A prior override names an unknown parameter or has an invalid spec."""
+
+
+class SamplingError(BayesLMMError):
+    """Sampler settings are invalid or the requested sampler is not installed."""
+
+
+class PredictionError(BayesLMMError):
+    """New data cannot be used for prediction (missing column, unseen level, ...)."""
+
+
+class PersistenceError(BayesLMMError):
+    """A saved fit cannot be read (corrupt, tampered, or from a newer format)."""
+
+
+class DataWarning(UserWarning):
+    """Data were changed on the way in, e.g. rows with missing values dropped."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The sampler or optimiser reported a problem (divergences, R-hat, ESS, singular fit)."""
