@@ -1,0 +1,131 @@
+"""The user-facing entry point, :func:`lmer`: runs the pipeline stages in order."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+from formulae.environment import Environment
+
+from . import naming
+from .design import Design, build_design, default_env
+from .errors import BayesLMMError
+from .formula import parse_formula
+from .model import build_model
+from .priors import make_priors
+from .results import BayesFit
+from .sampling import SamplerSettings, diagnose, run_nuts
+
+__all__ = ["lmer", "design_for"]
+
+BAYES_METHODS = {"nuts", "bayes", "bayesian", "mcmc"}
+FREQ_METHODS = {"reml", "ml"}
+
+
+def design_for(formula: str, data: pd.DataFrame, na_action: str = "drop", env: Environment | None = None) -> Design:
+    """Parse a formula and evaluate it on data (stages 1-2)."""
+    return build_design(parse_formula(formula), data, na_action=na_action, env=env or default_env())
+
+
+def _sampled_vars(design: Design) -> list[str]:
+    names = [naming.SIGMA]
+    if design.fixed_names:
+        names.append(naming.FIXED)
+    for b in design.blocks:
+        names.append(naming.sd(b.label))
+        if b.q > 1:
+            names.append(naming.cor(b.label))
+    return names
+
+
+def lmer(
+    formula: str,
+    data: pd.DataFrame,
+    method: str = "NUTS",
+    *,
+    priors: Mapping[str, Any] | None = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    random_seed: int | None = None,
+    target_accept: float = 0.8,
+    sampler: str = "pymc",
+    progressbar: bool = True,
+    cores: int | None = None,
+    na_action: str = "drop",
+    parameterization: Mapping[str, str] | None = None,
+):
+    """Fit a linear mixed model written as an lme4 formula.
+
+    Parameters
+    ----------
+    formula
+        lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``. Supports
+        ``(x | g)``, ``(0 + x | g)``, ``(x || g)``, ``(1 | a/b)``, crossed factors,
+        interactions and ``C()`` categorical predictors.
+    data
+        A pandas DataFrame; it is not modified.
+    method
+        ``"NUTS"`` (Bayesian, the default), ``"REML"`` or ``"ML"``.
+    priors
+        Overrides of the default priors, ``{"Days": {"dist": "Normal", "mu": 0, "sigma": 5}, ...}``;
+        see :func:`bayeslmm.priors.make_priors` for the keys.
+    draws, tune, chains, random_seed, target_accept
+        NUTS settings. The same seed gives the same draws.
+    sampler
+        ``"pymc"`` (default), ``"nutpie"`` or ``"numpyro"`` (the last two need
+        ``pip install 'bayeslmm[fast]'``).
+    progressbar
+        Show PyMC's progress bar.
+    cores
+        Parallel chains (PyMC's default when None).
+    na_action
+        ``"drop"`` (drop incomplete rows with a warning giving the count) or ``"raise"``.
+    parameterization
+        ``{block label: "centered" | "noncentered"}`` for the full model.
+
+    Returns
+    -------
+    BayesFit or REMLFit
+    """
+    if not isinstance(method, str) or method.lower() not in BAYES_METHODS | FREQ_METHODS:
+        raise BayesLMMError(f"method must be 'NUTS', 'REML' or 'ML', got {method!r}.")
+    env = Environment.capture(0, reference=1)
+    env = Environment(env._namespaces + [{"np": __import__("numpy")}])
+    design = build_design(parse_formula(formula), data, na_action=na_action, env=env)
+    if method.lower() in FREQ_METHODS:
+        from .reml_fit import fit_frequentist
+
+        return fit_frequentist(design, method.upper())
+    settings = SamplerSettings(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        random_seed=random_seed,
+        target_accept=target_accept,
+        sampler=sampler,
+        progressbar=progressbar,
+        cores=cores,
+    )
+    settings.validate()
+    prior_set = make_priors(design, priors)
+    param = {b.label: "noncentered" for b in design.blocks}
+    for key, value in dict(parameterization or {}).items():
+        if key not in param or value not in ("centered", "noncentered"):
+            raise BayesLMMError(
+                f"parameterization must map block labels {sorted(param)} to 'centered' or 'noncentered'; "
+                f"got {key!r}: {value!r}."
+            )
+        param[key] = value
+    model = build_model(design, prior_set, param)
+    idata = run_nuts(model, settings)
+    diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept)
+    return BayesFit(
+        design=design,
+        priors=prior_set,
+        model=model,
+        idata=idata,
+        settings=settings,
+        diagnostics=diag,
+        parameterization=param,
+    )

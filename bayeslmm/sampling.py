@@ -1,0 +1,189 @@
+"""Stage 5: ``pm.Model`` -> posterior ``DataTree``, with convergence warnings.
+
+NUTS runs through PyMC: its own sampler by default (``sampler="pymc"``), or
+nutpie / numpyro when they are installed. After sampling, divergences, R-hat
+above 1.01 and low effective sample sizes are reported as
+:class:`~bayeslmm.errors.ConvergenceWarning` with advice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import arviz as az
+import numpy as np
+import pymc as pm
+
+from .errors import ConvergenceWarning, SamplingError
+
+__all__ = ["SamplerSettings", "run_nuts", "diagnose", "Diagnostics"]
+
+SAMPLERS = {"pymc": None, "nutpie": "nutpie", "numpyro": "numpyro"}
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What the user asked the sampler for."""
+
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    random_seed: int | None = None
+    target_accept: float = 0.8
+    sampler: str = "pymc"
+    progressbar: bool = True
+    cores: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`SamplingError` for settings NUTS cannot use."""
+        for name in ("draws", "chains"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise SamplingError(f"{name} must be a positive integer, got {v!r}.")
+        if not isinstance(self.tune, (int, np.integer)) or isinstance(self.tune, bool) or self.tune < 0:
+            raise SamplingError(f"tune must be a non-negative integer, got {self.tune!r}.")
+        if not (isinstance(self.target_accept, (float, int)) and 0 < self.target_accept < 1):
+            raise SamplingError(f"target_accept must be between 0 and 1 (exclusive), got {self.target_accept!r}.")
+        if self.random_seed is not None and (
+            not isinstance(self.random_seed, (int, np.integer)) or isinstance(self.random_seed, bool)
+        ):
+            raise SamplingError(f"random_seed must be an integer or None, got {self.random_seed!r}.")
+        if self.sampler not in SAMPLERS:
+            raise SamplingError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}.")
+        module = SAMPLERS[self.sampler]
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise SamplingError(
+                f"sampler={self.sampler!r} needs the {module!r} package; install it with "
+                "`pip install 'bayeslmm[fast]'`, or use sampler='pymc'."
+            )
+
+
+def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, Any] | None = None):
+    """Sample a model with NUTS.
+
+    Parameters
+    ----------
+    model
+        The PyMC model.
+    settings
+        Draws, tuning steps, chains, seed, target acceptance and backend.
+    initvals
+        Optional starting values (e.g. from the REML fit), in the model's
+        value-variable space.
+
+    Returns
+    -------
+    xarray.DataTree
+        The ArviZ posterior.
+    """
+    settings.validate()
+    kwargs: dict[str, Any] = dict(
+        draws=int(settings.draws),
+        tune=int(settings.tune),
+        chains=int(settings.chains),
+        random_seed=settings.random_seed,
+        progressbar=settings.progressbar,
+        nuts_sampler=settings.sampler,
+        model=model,
+        compute_convergence_checks=False,
+    )
+    if settings.cores is not None:
+        kwargs["cores"] = settings.cores
+    if settings.sampler == "pymc":
+        kwargs["target_accept"] = settings.target_accept
+        if initvals:
+            kwargs["initvals"] = dict(initvals)
+            kwargs["init"] = "adapt_diag"
+    else:
+        kwargs["nuts_sampler_kwargs"] = {"target_accept": settings.target_accept}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*The number of samples is too small.*")
+        return pm.sample(**kwargs)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Sampling diagnostics of a fit."""
+
+    divergences: int
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    draws: int
+    chains: int
+    tune: int
+
+
+def diagnose(idata, var_names: list[str], tune: int, target_accept: float, warn: bool = True) -> Diagnostics:
+    """Compute divergences, max R-hat and min ESS over ``var_names``, and warn.
+
+    Parameters
+    ----------
+    idata
+        The posterior DataTree.
+    var_names
+        Parameters to check (the model's free parameters and their transforms).
+    tune
+        Number of tuning steps (reported only).
+    target_accept
+        Used in the advice about divergences.
+    warn
+        Whether to emit :class:`ConvergenceWarning`.
+    """
+    post = idata.posterior
+    chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
+    div = int(np.asarray(idata.sample_stats["diverging"]).sum()) if "diverging" in idata.sample_stats else 0
+    rhats, bulk, tail = [], [], []
+    for v in var_names:
+        arr = np.asarray(post[v].values, dtype=float).reshape(chains, draws, -1)
+        keep = np.nanstd(arr, axis=(0, 1)) > 0
+        if not keep.any():
+            continue
+        arr = arr[:, :, keep]
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            if chains > 1 and draws >= 4:
+                rhats.append(np.atleast_1d(az.rhat(arr)))
+            if draws >= 4:
+                bulk.append(np.atleast_1d(az.ess(arr, method="bulk")))
+                tail.append(np.atleast_1d(az.ess(arr, method="tail", prob=(0.05, 0.95))))
+    max_rhat = float(np.nanmax(np.concatenate(rhats))) if rhats else float("nan")
+    min_bulk = float(np.nanmin(np.concatenate(bulk))) if bulk else float("nan")
+    min_tail = float(np.nanmin(np.concatenate(tail))) if tail else float("nan")
+    diag = Diagnostics(div, max_rhat, min_bulk, min_tail, draws, chains, tune)
+    if warn:
+        _warn(diag, target_accept)
+    return diag
+
+
+def _warn(d: Diagnostics, target_accept: float) -> None:
+    total = d.draws * d.chains
+    if d.divergences:
+        warnings.warn(
+            f"There were {d.divergences} divergent transitions after tuning ({100 * d.divergences / total:.1f}% "
+            f"of draws). The posterior may be biased. Try target_accept={min(0.99, target_accept + 0.1):.2f} "
+            "or higher, more informative priors on the group-level sds, or the centered parameterization "
+            "for well-identified grouping factors (parameterization={'<factor>': 'centered'}).",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    if np.isfinite(d.max_rhat) and d.max_rhat > 1.01:
+        warnings.warn(
+            f"The largest R-hat is {d.max_rhat:.3f} (> 1.01): the chains have not mixed. "
+            "Run more tuning steps and draws (tune=, draws=) and check the trace plots.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    low = 100 * d.chains
+    if np.isfinite(d.min_ess_bulk) and min(d.min_ess_bulk, d.min_ess_tail) < low:
+        warnings.warn(
+            f"Low effective sample size (bulk ESS {d.min_ess_bulk:.0f}, tail ESS {d.min_ess_tail:.0f}; "
+            f"want at least {low}, 100 per chain). Posterior means and intervals may be unreliable; "
+            "run more draws.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
