@@ -224,7 +224,22 @@ def _clean_rows(parsed: ParsedFormula, data: pd.DataFrame, na_action: str) -> tu
         frame = frame.loc[~na]
     if frame.shape[0] == 0:
         raise DataError("No rows are left after dropping rows with missing values.")
-    return frame, n_na
+    return _ordered_categoricals(frame), n_na
+
+
+def _ordered_categoricals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep a categorical column's level order, as R's factors do.
+
+    formulae sorts the levels of unordered categoricals alphabetically; marking
+    them ordered (with unused levels dropped, as lme4's model frame does) makes
+    it use the user's order, so the first level is the reference.
+    """
+    for c in frame.columns:
+        s = frame[c]
+        if isinstance(s.dtype, pd.CategoricalDtype) and not s.dtype.ordered:
+            cats = [x for x in s.cat.categories if x in set(s.dropna().unique())]
+            frame[c] = s.astype(pd.CategoricalDtype(categories=cats, ordered=True))
+    return frame
 
 
 def _check_response(parsed: ParsedFormula, frame: pd.DataFrame) -> None:

@@ -169,14 +169,14 @@ def _warn(d: Diagnostics, target_accept: float) -> None:
             "or higher, more informative priors on the group-level sds, or the centered parameterization "
             "for well-identified grouping factors (parameterization={'<factor>': 'centered'}).",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     if np.isfinite(d.max_rhat) and d.max_rhat > 1.01:
         warnings.warn(
             f"The largest R-hat is {d.max_rhat:.3f} (> 1.01): the chains have not mixed. "
             "Run more tuning steps and draws (tune=, draws=) and check the trace plots.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     low = 100 * d.chains
     if np.isfinite(d.min_ess_bulk) and min(d.min_ess_bulk, d.min_ess_tail) < low:
@@ -185,5 +185,5 @@ def _warn(d: Diagnostics, target_accept: float) -> None:
             f"want at least {low}, 100 per chain). Posterior means and intervals may be unreliable; "
             "run more draws.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
