@@ -7,6 +7,8 @@
 
 from . import datasets
 from .api import lmer
+from .checks import compare_models
+from .compare import compare
 from .errors import (
     BayesLMMError,
     ConvergenceWarning,
@@ -18,12 +20,18 @@ from .errors import (
     PriorError,
     SamplingError,
 )
+from .io import load
 from .priors import Prior
+from .simulate import simulate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "load",
+    "simulate",
+    "compare_models",
+    "compare",
     "datasets",
     "Prior",
     "BayesLMMError",

@@ -8,6 +8,7 @@ import pandas as pd
 from formulae.environment import Environment
 
 from . import naming
+from .checks import add_log_likelihood
 from .design import Design, build_design, default_env
 from .errors import BayesLMMError
 from .formula import parse_formula
@@ -38,6 +39,22 @@ def _sampled_vars(design: Design) -> list[str]:
     return names
 
 
+def _reml_start(model, design: Design) -> dict | None:
+    """REML estimates as starting values; None if the REML fit itself fails."""
+    import warnings
+
+    from .inits import reml_initvals
+    from .reml import fit_reml
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = fit_reml(design, "REML", condvar=False)
+    except BayesLMMError:
+        return None
+    return reml_initvals(model, design, result)
+
+
 def lmer(
     formula: str,
     data: pd.DataFrame,
@@ -54,6 +71,7 @@ def lmer(
     cores: int | None = None,
     na_action: str = "drop",
     parameterization: Mapping[str, str] | None = None,
+    init: str = "reml",
 ):
     """Fit a linear mixed model written as an lme4 formula.
 
@@ -83,6 +101,9 @@ def lmer(
         ``"drop"`` (drop incomplete rows with a warning giving the count) or ``"raise"``.
     parameterization
         ``{block label: "centered" | "noncentered"}`` for the full model.
+    init
+        ``"reml"`` (default): start NUTS at the REML estimates of the same
+        design (jittered per chain); ``"prior"``: PyMC's default start.
 
     Returns
     -------
@@ -117,8 +138,12 @@ def lmer(
                 f"got {key!r}: {value!r}."
             )
         param[key] = value
+    if init not in ("reml", "prior"):
+        raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
     model = build_model(design, prior_set, param)
-    idata = run_nuts(model, settings)
+    initvals = _reml_start(model, design) if init == "reml" else None
+    idata = run_nuts(model, settings, initvals=initvals)
+    add_log_likelihood(design, idata)  # pointwise log-likelihood for loo()/waic()/az.loo
     diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept)
     return BayesFit(
         design=design,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import checks as _checks, pooling as _pooling, predict as _predict, tidy as _tidy
 from . import naming, tables
 from .design import Design
 from .priors import Priors
@@ -103,6 +104,15 @@ class BayesFit(FitBase):
         """Posterior mean of the residual sd."""
         return float(tables.draws(self.idata, naming.SIGMA).mean())
 
+    @property
+    def plot(self):
+        """Plots of this fit: ``fit.plot.caterpillar()``, ``fit.plot.trajectories("Days")``,
+        ``residuals``, ``qq``, ``observed_fitted``, ``shrinkage``, ``trace``, ``rank``, ``forest``,
+        ``ppc`` (see :mod:`bayeslmm.plots`)."""
+        from .plots import FitPlots
+
+        return FitPlots(self)
+
     def summary(self, prob: float = 0.95) -> ModelSummary:
         """An lme4-style summary with posterior columns and sampling diagnostics."""
         lo, hi = tables.interval_names(prob)
@@ -133,6 +143,72 @@ class BayesFit(FitBase):
             fixed=fx,
             footer=footer,
         )
+
+    # -- after the fit: prediction, checks, pooling, broom-style frames ---
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        re_form: Any = None,
+        new_levels: str = "population",
+        kind: str = "mean",
+        interval: float = 0.95,
+        random_seed: int | None = None,
+    ) -> pd.DataFrame:
+        """Predictions with ``Estimate``, ``Est.Error`` and interval; see :func:`bayeslmm.predict.predict`."""
+        return _predict.predict(self, newdata, re_form, new_levels, kind, interval, random_seed)
+
+    def posterior_predictive(self, random_seed: int | None = None) -> Any:
+        """Add ``y_rep`` draws as the ``posterior_predictive`` group of ``idata`` and return ``idata``."""
+        return _predict.posterior_predictive(self, random_seed)
+
+    def loo(self, pointwise: bool = True) -> Any:
+        """PSIS-LOO cross-validation (:func:`arviz.loo`) from the stored pointwise log-likelihood."""
+        return _checks.loo(self, pointwise)
+
+    def waic(self) -> "_checks.WAIC":
+        """WAIC, computed from the pointwise log-likelihood (ArviZ 1.x has no ``waic``)."""
+        return _checks.waic(self)
+
+    def r2(self, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
+        """Bayesian R², marginal and conditional; ``summary=False`` gives the draws."""
+        return _checks.r2(self, prob, summary)
+
+    def icc(self, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
+        """Intraclass correlation per grouping factor; ``summary=False`` gives the draws."""
+        return _checks.icc(self, prob, summary)
+
+    def pooling(self, factor: str | None = None) -> pd.DataFrame:
+        """Complete, no and partial pooling estimates per level of a grouping factor."""
+        return _pooling.pooling(self, factor)
+
+    def tidy(self, effects: Any = ("fixed", "ran_pars"), conf_level: float = 0.95) -> pd.DataFrame:
+        """broom.mixed's ``tidy()``: ``effects`` from ``fixed``, ``ran_pars``, ``ran_vals``, ``ran_coefs``."""
+        return _tidy.tidy(self, effects, conf_level)
+
+    def glance(self) -> pd.DataFrame:
+        """broom.mixed's ``glance()``: one row with nobs, sigma, LOO, WAIC, R², sampling counts."""
+        return _tidy.glance(self)
+
+    def augment(
+        self, newdata: pd.DataFrame | None = None, re_form: Any = None, conf_level: float = 0.95
+    ) -> pd.DataFrame:
+        """broom.mixed's ``augment()``: the data plus ``.fitted``, ``.resid``, ``.lower``, ``.upper``."""
+        return _tidy.augment(self, newdata, re_form, conf_level)
+
+    def save(self, path) -> Any:
+        """Write this fit to one netCDF-4 file; read it back with :func:`bayeslmm.load` (see :mod:`bayeslmm.io`)."""
+        from .io import save
+
+        return save(self, path)
+
+    def reml(self, method: str = "REML"):
+        """The REML (or ML) fit of the same formula and data, as a diagnostic and for :func:`bayeslmm.compare`."""
+        key = f"reml_{method.upper()}"
+        if key not in self.extras:
+            from .reml_fit import fit_frequentist
+
+            self.extras[key] = fit_frequentist(self.design, method)
+        return self.extras[key]
 
     def __repr__(self) -> str:
         return f"<BayesFit {self.formula!r}: {self.design.nobs} obs, {self.diagnostics.chains}x{self.diagnostics.draws} draws>"

@@ -96,7 +96,7 @@ def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, 
         kwargs["target_accept"] = settings.target_accept
         if initvals:
             kwargs["initvals"] = dict(initvals)
-            kwargs["init"] = "adapt_diag"
+            kwargs["init"] = "jitter+adapt_diag"
     else:
         kwargs["nuts_sampler_kwargs"] = {"target_accept": settings.target_accept}
     with warnings.catch_warnings():

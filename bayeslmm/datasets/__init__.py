@@ -15,7 +15,12 @@ from ..errors import BayesLMMError
 
 __all__ = ["load", "available"]
 
-_FILES = {"sleepstudy": "sleepstudy.csv"}
+_FILES = {
+    "sleepstudy": "sleepstudy.csv",
+    "dyestuff": "dyestuff.csv",
+    "penicillin": "penicillin.csv",
+    "pastes": "pastes.csv",
+}
 
 
 def available() -> list[str]:
@@ -29,8 +34,12 @@ def load(name: str) -> pd.DataFrame:
     Parameters
     ----------
     name
-        One of :func:`available`, e.g. ``"sleepstudy"`` (Belenky et al. 2003,
-        as in R's lme4: reaction time by days of sleep deprivation, 18 subjects).
+        One of :func:`available`, as shipped with R's lme4:
+
+        * ``"sleepstudy"``: reaction time by days of sleep deprivation, 18 subjects (Belenky et al. 2003);
+        * ``"dyestuff"``: yield of dyestuff by batch, 6 batches x 5 (Davies 1947);
+        * ``"penicillin"``: penicillin potency, 24 plates crossed with 6 samples;
+        * ``"pastes"``: paste strength, casks nested in 10 batches.
 
     Returns
     -------

@@ -1,0 +1,118 @@
+"""The REML/ML fit object: lme4's extractors, summary, comparison with a Bayesian fit, REML inits."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import case, case_data
+
+import bayeslmm
+from bayeslmm.api import design_for
+from bayeslmm.compare import compare
+from bayeslmm.inits import reml_initvals
+from bayeslmm.model import build_model
+from bayeslmm.priors import make_priors
+from bayeslmm.reml import fit_reml
+
+
+@pytest.fixture(scope="module")
+def reml():
+    return bayeslmm.lmer(case("sleep_slopes")["formula"], case_data("sleep_slopes"), method="REML")
+
+
+def test_extractors_have_lme4_shapes(reml):
+    ref = case("sleep_slopes")
+    fx = reml.fixef()
+    assert list(fx.columns) == ["Estimate", "Std. Error", "t value"]
+    np.testing.assert_allclose(fx["Estimate"], [ref["fixef"]["(Intercept)"], ref["fixef"]["Days"]], rtol=1e-4)  # fixef(fm)
+    np.testing.assert_allclose(fx["t value"], fx["Estimate"] / fx["Std. Error"])
+    vc = reml.VarCorr()  # as.data.frame(VarCorr(fm))
+    assert list(vc.columns) == ["grp", "var1", "var2", "vcov", "sdcor"]
+    assert vc.shape[0] == 4
+    re = reml.ranef()["Subject"]  # ranef(fm)$Subject
+    assert re.shape == (18, 2)
+    long = reml.ranef(long=True)  # as.data.frame(ranef(fm, condVar = TRUE))
+    assert list(long.columns) == ["grpvar", "term", "grp", "condval", "condsd"]
+    co = reml.coef()["Subject"]  # coef(fm)$Subject
+    np.testing.assert_allclose(co.to_numpy(), re.to_numpy() + fx["Estimate"].to_numpy())
+    np.testing.assert_allclose(reml.fitted() + reml.resid(), case_data("sleep_slopes")["Reaction"])
+
+
+def test_criteria(reml):
+    ref = case("sleep_slopes")
+    assert reml.REMLcrit() == pytest.approx(ref["reml_criterion"], abs=1e-3)  # REMLcrit(fm)
+    assert reml.logLik() == pytest.approx(-ref["reml_criterion"] / 2, abs=1e-3)  # logLik(fm)
+    assert reml.AIC() == pytest.approx(ref["reml_criterion"] + 2 * 6, abs=1e-3)  # AIC(fm): 6 parameters
+    assert reml.BIC() == pytest.approx(ref["reml_criterion"] + np.log(180) * 6, abs=1e-3)  # BIC(fm)
+    assert reml.isSingular() is False  # isSingular(fm)
+    with pytest.raises(bayeslmm.BayesLMMError, match="ML fits"):
+        reml.deviance()
+    ml = bayeslmm.lmer(ref["formula"], case_data("sleep_slopes"), method="ML")
+    assert ml.logLik() == pytest.approx(ref["ml_loglik"], abs=1e-3)  # logLik(update(fm, REML = FALSE))
+    assert ml.deviance() == pytest.approx(-2 * ref["ml_loglik"], abs=2e-3)  # deviance(fm_ml)
+
+
+def test_summary_prints_like_lme4(reml):
+    text = str(reml.summary())
+    for piece in ["Linear mixed model fit by REML", "REML criterion at convergence: 1743.6", "Scaled residuals:",
+                  "Min", "Median", "Random effects:", "Std.Dev.", "Corr", "Residual",
+                  "Number of obs: 180, groups:  Subject, 18", "Fixed effects:", "Std. Error", "t value"]:
+        assert piece in text, piece
+    ml = bayeslmm.lmer("Reaction ~ Days + (Days | Subject)", case_data("sleep_slopes"), method="ML")
+    assert "fit by maximum likelihood" in str(ml.summary()) and "deviance" in str(ml.summary())
+
+
+def test_singular_fit_warns_and_is_flagged():
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame({"g": np.repeat(np.arange(10), 8), "x": rng.normal(size=80)})
+    data["y"] = 1 + data.x + rng.normal(size=80)  # no group variance at all
+    with pytest.warns(bayeslmm.ConvergenceWarning, match="singular"):
+        fit = bayeslmm.lmer("y ~ x + (x | g)", data, method="REML")
+    assert fit.isSingular()
+    assert "singular" in str(fit.summary())
+
+
+def test_bayes_fit_reml_and_compare(sleep_fit):
+    reml = sleep_fit.reml()
+    assert reml is sleep_fit.reml()  # computed once
+    assert reml.REMLcrit() == pytest.approx(case("sleep_slopes")["reml_criterion"], abs=1e-3)
+    cmp = compare(sleep_fit, reml)
+    t = cmp.table
+    assert list(t.index) == ["(Intercept)", "Days", "sd((Intercept)|Subject)", "sd(Days|Subject)",
+                             "cor((Intercept),Days|Subject)", "sigma"]
+    assert {("NUTS", "Estimate"), ("NUTS", "Est.Error"), ("NUTS", "l-95% CI"), ("REML", "Std. Error")} <= set(t.columns)
+    inside = t[("REML in NUTS CI", "")]
+    est = t[("REML", "Estimate")]
+    assert (inside == ((est >= t[("NUTS", "l-95% CI")]) & (est <= t[("NUTS", "u-95% CI")]))).all()
+    assert inside.all()  # on sleepstudy every REML estimate lies inside the 95% credible interval
+    fig = cmp.plot()
+    assert len(fig.axes) == 6
+    for ax, kind in zip(fig.axes, t["kind"]):
+        assert len(ax.lines) == 2  # one dot per fit
+        # intervals: the credible interval, plus the REML Wald interval for fixed effects (sds have no SE)
+        assert len(ax.collections) == (2 if kind == "fixed" else 1)
+    fx = t[t["kind"] == "fixed"]
+    gap = ((fx[("NUTS", "Estimate")] - fx[("REML", "Estimate")]).abs() / fx[("NUTS", "Est.Error")])
+    assert (gap < 0.5).all()
+
+
+def test_compare_refuses_different_formulas(sleep_fit):
+    other = bayeslmm.lmer("Reaction ~ Days + (1 | Subject)", case_data("sleep_slopes"), method="REML")
+    with pytest.raises(bayeslmm.BayesLMMError, match="same formula"):
+        compare(sleep_fit, other)
+    with pytest.raises(bayeslmm.BayesLMMError, match="at least two"):
+        compare(sleep_fit)
+
+
+def test_reml_initvals_reproduce_the_reml_estimates():
+    d = design_for("Reaction ~ Days + (Days | Subject)", case_data("sleep_slopes"))
+    m = build_model(d, make_priors(d))
+    r = fit_reml(d)
+    for name, value in reml_initvals(m, d, r).items():
+        m.set_initval(m[name], value)
+    outs = m.replace_rvs_by_values([m["beta"], m["sd_Subject"], m["cor_Subject"], m["r_Subject"], m["sigma"]])
+    beta, sd, cor, re, sigma = m.compile_fn(outs, inputs=m.value_vars, on_unused_input="ignore")(m.initial_point())
+    np.testing.assert_allclose(beta, r.beta, rtol=1e-8)
+    np.testing.assert_allclose(sd, np.sqrt(np.diag(r.block_cov[0])), rtol=1e-8)
+    assert cor[0, 1] == pytest.approx(r.block_cov[0][0, 1] / np.prod(sd), rel=1e-6)
+    np.testing.assert_allclose(re, r.ranef[0], atol=1e-8)
+    assert sigma == pytest.approx(r.sigma)
