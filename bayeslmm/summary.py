@@ -80,6 +80,18 @@ def groups_line(design: Design) -> str:
     return f"Number of obs: {design.nobs}, groups:  " + "; ".join(parts)
 
 
+def _text_table(df: pd.DataFrame, left: tuple[str, ...]) -> str:
+    """Plain-text table: text columns left-aligned, numbers right-aligned, as R prints."""
+    cols = list(df.columns)
+    cells = [[str(c) for c in cols]] + [["" if v is None else str(v) for v in row] for row in df.itertuples(index=False)]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(cols))]
+    lines = []
+    for r in cells:
+        parts = [r[j].ljust(widths[j]) if cols[j] in left else r[j].rjust(widths[j]) for j in range(len(cols))]
+        lines.append(" " + " ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
 @dataclass
 class ModelSummary:
     """A printable model summary.
@@ -115,7 +127,7 @@ class ModelSummary:
         for name, text in self.blocks:
             out += [f"{name}:", text, ""]
         out.append("Random effects:")
-        out.append(self.random.to_string(index=False, justify="left"))
+        out.append(_text_table(self.random, left=("Groups", "Name", "Corr")))
         out.append(self.groups)
         out.append("")
         out.append("Fixed effects:")
