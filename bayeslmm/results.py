@@ -159,7 +159,7 @@ class BayesFit(FitBase):
 
     def posterior_predictive(self, random_seed: int | None = None) -> Any:
         """Add ``y_rep`` draws as the ``posterior_predictive`` group of ``idata`` and return ``idata``."""
-        return _predict.posterior_predictive(self, random_seed)
+        return _checks.posterior_predictive(self, random_seed)
 
     def loo(self, pointwise: bool = True) -> Any:
         """PSIS-LOO cross-validation (:func:`arviz.loo`) from the stored pointwise log-likelihood."""

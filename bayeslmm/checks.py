@@ -1,0 +1,389 @@
+"""Model checking and comparison: log-likelihood, posterior predictive, LOO, WAIC, R², ICC.
+
+The pointwise log-likelihood of the Gaussian model is computed in NumPy from
+the posterior (normal log-density of ``y`` given the per-draw linear predictor
+and σ) and stored in the fit's ``DataTree`` as the ``log_likelihood`` group
+when the fit is made (:func:`add_log_likelihood`), so ``fit.loo()`` and
+``arviz.loo(fit.idata)`` need no extra flag. For very large fits
+(n × draws > :data:`MAX_STORED_VALUES`) it is not stored; :func:`loo` and
+:func:`waic` then compute it on the fly each time they are called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.special import logsumexp
+
+from . import naming, tables
+from .design import Design
+from .errors import BayesLMMError
+from .predict import ParamDraws, Rows, draw_chunks, fit_params, posterior_params
+
+__all__ = [
+    "MAX_STORED_VALUES",
+    "pointwise_log_likelihood",
+    "add_log_likelihood",
+    "predictive_draws",
+    "posterior_predictive",
+    "loo",
+    "WAIC",
+    "waic",
+    "compare_models",
+    "r2_draws",
+    "r2",
+    "icc_draws",
+    "icc",
+]
+
+#: Largest n × total draws for which the log-likelihood is stored at fit time.
+MAX_STORED_VALUES = 200_000_000
+_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+
+
+# ---------------------------------------------------------------------------
+# Log-likelihood
+# ---------------------------------------------------------------------------
+def pointwise_log_likelihood(design: Design, params: ParamDraws) -> np.ndarray:
+    """Normal log-density of every observation under every draw, ``(S, n)``.
+
+    ``log N(y_i | μ_si, σ_s)`` with μ gathered per draw, in blocks of draws.
+    """
+    out = np.empty((params.n_draws, design.nobs))
+    for sel, mu in draw_chunks(Rows.from_design(design), params):
+        sigma = params.sigma[sel, None]
+        out[sel] = -_HALF_LOG_2PI - np.log(sigma) - 0.5 * ((design.y - mu) / sigma) ** 2
+    return out
+
+
+def _obs_array(params: ParamDraws, values: np.ndarray, idata: Any) -> xr.DataArray:
+    """``(S, n)`` values as a ``(chain, draw, obs)`` DataArray with the posterior's coordinates."""
+    post = idata.posterior
+    return xr.DataArray(
+        params.to_chains(values),
+        dims=("chain", "draw", naming.OBS_DIM),
+        coords={
+            "chain": post["chain"].values,
+            "draw": post["draw"].values,
+            naming.OBS_DIM: np.arange(values.shape[1]),
+        },
+    )
+
+
+def _log_likelihood_tree(design: Design, idata: Any) -> xr.DataTree:
+    params = posterior_params(design, idata)
+    da = _obs_array(params, pointwise_log_likelihood(design, params), idata)
+    return xr.DataTree(xr.Dataset({naming.LIKELIHOOD: da}))
+
+
+def add_log_likelihood(design: Design, idata: Any) -> bool:
+    """Store the pointwise log-likelihood as ``idata["log_likelihood"]`` (variable ``y``).
+
+    Parameters
+    ----------
+    design
+        The training design.
+    idata
+        The posterior ``DataTree``; modified in place.
+
+    Returns
+    -------
+    bool
+        Whether it was stored (``False`` when n × draws > :data:`MAX_STORED_VALUES`).
+    """
+    post = idata.posterior
+    if design.nobs * post.sizes["chain"] * post.sizes["draw"] > MAX_STORED_VALUES:
+        return False
+    idata["log_likelihood"] = _log_likelihood_tree(design, idata)
+    return True
+
+
+def _tree_with_log_likelihood(fit: Any) -> Any:
+    """``fit.idata`` if it holds the log-likelihood, else a shallow copy with it computed."""
+    idata = fit.idata
+    if "log_likelihood" in idata.children:
+        return idata
+    tree = idata.copy()
+    tree["log_likelihood"] = _log_likelihood_tree(fit.design, idata)
+    return tree
+
+
+def _require_posterior(fit: Any, what: str) -> None:
+    if getattr(fit, "idata", None) is None or "posterior" not in fit.idata.children:
+        raise BayesLMMError(f"{what} needs a Bayesian fit with posterior draws (method='NUTS'); got {type(fit).__name__}.")
+
+
+# ---------------------------------------------------------------------------
+# Posterior predictive
+# ---------------------------------------------------------------------------
+def predictive_draws(design: Design, params: ParamDraws, rng: np.random.Generator) -> np.ndarray:
+    """Replicated responses ``y_rep = μ + N(0, σ)`` for the training rows, ``(S, n)``."""
+    out = np.empty((params.n_draws, design.nobs))
+    for sel, mu in draw_chunks(Rows.from_design(design), params):
+        out[sel] = mu + params.sigma[sel, None] * rng.standard_normal(mu.shape)
+    return out
+
+
+def posterior_predictive(fit: Any, random_seed: int | None = None) -> Any:
+    """Draw ``y_rep`` for the training data into ``fit.idata.posterior_predictive``.
+
+    The variable is ``y`` (:data:`bayeslmm.naming.LIKELIHOOD`) with dims
+    ``(chain, draw, obs)``, matching ``observed_data``, so
+    ``arviz.plot_ppc_dist(fit.idata)`` works. A previous
+    ``posterior_predictive`` group is replaced.
+
+    Parameters
+    ----------
+    fit
+        A Bayesian fit.
+    random_seed
+        Seed of the noise draws.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``fit.idata``, now with the ``posterior_predictive`` group.
+    """
+    _require_posterior(fit, "posterior_predictive()")
+    params = fit_params(fit)
+    y_rep = predictive_draws(fit.design, params, np.random.default_rng(random_seed))
+    da = _obs_array(params, y_rep, fit.idata)
+    fit.idata["posterior_predictive"] = xr.DataTree(xr.Dataset({naming.LIKELIHOOD: da}))
+    return fit.idata
+
+
+# ---------------------------------------------------------------------------
+# LOO, WAIC, comparison
+# ---------------------------------------------------------------------------
+def loo(fit: Any, pointwise: bool = True) -> Any:
+    """PSIS-LOO cross-validation through :func:`arviz.loo`.
+
+    Parameters
+    ----------
+    fit
+        A Bayesian fit.
+    pointwise
+        Keep the per-observation ``elpd_i`` and Pareto k values.
+
+    Returns
+    -------
+    arviz.ELPDDataLOO
+        ``elpd``, ``se``, ``p`` (p_loo), ``elpd_i`` (one per row), ``pareto_k``.
+    """
+    _require_posterior(fit, "loo()")
+    return az.loo(_tree_with_log_likelihood(fit), pointwise=pointwise, var_name=naming.LIKELIHOOD)
+
+
+@dataclass(frozen=True)
+class WAIC:
+    """The widely applicable information criterion of a fit.
+
+    Attributes
+    ----------
+    elpd_waic
+        Σ_i (lppd_i − p_i), the estimated expected log predictive density.
+    se
+        Its standard error, sqrt(n · var_i(elpd_i)).
+    p_waic
+        Effective number of parameters Σ_i var_s(log p(y_i | θ_s)).
+    waic
+        −2 · elpd_waic (deviance scale, like ``looic``).
+    elpd_i, p_i
+        Pointwise values, one per row.
+    warning
+        True if some p_i > 0.4, where WAIC is unreliable (prefer LOO).
+    """
+
+    elpd_waic: float
+    se: float
+    p_waic: float
+    waic: float
+    elpd_i: np.ndarray
+    p_i: np.ndarray
+    warning: bool
+
+    def __str__(self) -> str:
+        lines = [
+            f"WAIC from {self.elpd_i.shape[0]} observations",
+            f"  elpd_waic {self.elpd_waic:10.2f}  (se {self.se:.2f})",
+            f"  p_waic    {self.p_waic:10.2f}",
+            f"  waic      {self.waic:10.2f}  (se {2 * self.se:.2f})",
+        ]
+        if self.warning:
+            n_bad = int((self.p_i > 0.4).sum())
+            lines.append(f"Warning: {n_bad} observation(s) have p_waic > 0.4; prefer fit.loo().")
+        return "\n".join(lines)
+
+
+def waic_from_log_likelihood(log_lik: np.ndarray) -> WAIC:
+    """WAIC from a pointwise log-likelihood ``(S, n)`` (Vehtari, Gelman & Gabry 2017, eqs. 3-5, 22-23).
+
+    lppd_i = log(mean_s exp(ll_si)), p_i = var_s(ll_si) (ddof 1),
+    elpd_i = lppd_i − p_i, elpd_waic = Σ elpd_i, se = sqrt(n var(elpd_i)).
+    """
+    S, n = log_lik.shape
+    lppd_i = logsumexp(log_lik, axis=0) - np.log(S)
+    p_i = log_lik.var(axis=0, ddof=1)
+    elpd_i = lppd_i - p_i
+    elpd = float(elpd_i.sum())
+    se = float(np.sqrt(n * elpd_i.var(ddof=1)))
+    return WAIC(elpd, se, float(p_i.sum()), -2.0 * elpd, elpd_i, p_i, bool((p_i > 0.4).any()))
+
+
+def waic(fit: Any) -> WAIC:
+    """WAIC of a Bayesian fit.
+
+    ArviZ 1.3 dropped ``az.waic`` (it recommends PSIS-LOO), so WAIC is computed
+    here with the standard formulas of Vehtari, Gelman & Gabry (2017),
+    see :func:`waic_from_log_likelihood`. Prefer :func:`loo` for model choice.
+    """
+    _require_posterior(fit, "waic()")
+    tree = _tree_with_log_likelihood(fit)
+    ll = np.asarray(tree["log_likelihood"][naming.LIKELIHOOD].values, dtype=float)
+    return waic_from_log_likelihood(ll.reshape(-1, ll.shape[-1]))
+
+
+def compare_models(fits: Mapping[str, Any], method: str = "stacking") -> pd.DataFrame:
+    """Compare Bayesian fits of the same data by PSIS-LOO ELPD (:func:`arviz.compare`).
+
+    Parameters
+    ----------
+    fits
+        ``{name: fit}`` with at least two fits of the same response on the same rows.
+    method
+        Weighting method passed to :func:`arviz.compare` (``"stacking"``,
+        ``"BB-pseudo-BMA"``, ``"pseudo-BMA"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ArviZ's table, best model first: ``rank``, ``elpd_diff``, ``dse``,
+        ``p``, ``elpd``, ``se``, ``weight``, ... (not rounded).
+
+    Raises
+    ------
+    BayesLMMError
+        If fewer than two fits are given, one is not Bayesian, or they were
+        fit to different data.
+    """
+    if not isinstance(fits, Mapping) or len(fits) < 2:
+        raise BayesLMMError("compare_models needs a dict of at least two fits, e.g. {'m1': fit1, 'm2': fit2}.")
+    names = list(fits)
+    first = fits[names[0]].design
+    for name in names:
+        fit = fits[name]
+        _require_posterior(fit, f"compare_models (model {name!r})")
+        d = fit.design
+        if d.nobs != first.nobs or not np.array_equal(d.y, first.y):
+            raise BayesLMMError(
+                f"Model {name!r} was fit to different data than {names[0]!r} ({d.nobs} vs {first.nobs} rows "
+                "or a different response); LOO comparisons need the same observations."
+            )
+    return az.compare({name: loo(fits[name]) for name in names}, method=method, round_to="none")
+
+
+# ---------------------------------------------------------------------------
+# Bayesian R² and ICC
+# ---------------------------------------------------------------------------
+def r2_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
+    """Per-draw Bayesian R² (Gelman, Goodrich, Gabry & Vehtari 2019), model-based.
+
+    With V_μ = var_i(μ_si) of the full linear predictor, V_f = var_i((Xβ_s)_i)
+    and σ_s² per draw:
+
+    * conditional = V_μ / (V_μ + σ²), Gelman et al.'s R² with group effects;
+    * marginal = V_f / (V_μ + σ²): the share of the same total variance that
+      the fixed part explains. Keeping the denominator makes marginal and
+      conditional comparable (as Nakagawa & Schielzeth's R²_m and R²_c are)
+      instead of leaving the group variance out of the marginal one.
+
+    Returns
+    -------
+    dict
+        ``{"marginal": (S,), "conditional": (S,)}``.
+    """
+    v_mu, v_f = np.empty(params.n_draws), np.empty(params.n_draws)
+    for sel, mu in draw_chunks(Rows.from_design(design), params):
+        v_mu[sel] = mu.var(axis=1, ddof=1)
+        v_f[sel] = (params.beta[sel] @ design.X.T).var(axis=1, ddof=1)
+    total = v_mu + params.sigma**2
+    return {"marginal": v_f / total, "conditional": v_mu / total}
+
+
+def _summary(values: dict[str, np.ndarray], prob: float, index_name: str) -> pd.DataFrame:
+    flat = np.column_stack(list(values.values()))
+    df = tables.summarise_draws(flat[None], list(values), prob, diagnostics=False)
+    df.index.name = index_name
+    return df
+
+
+def r2(fit: Any, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
+    """Bayesian R², marginal and conditional (see :func:`r2_draws`).
+
+    Parameters
+    ----------
+    fit
+        A fit.
+    prob
+        Interval probability.
+    summary
+        ``True``: rows ``marginal``, ``conditional`` with ``Estimate``,
+        ``Est.Error`` and the interval. ``False``: the draws, one row per draw.
+    """
+    values = r2_draws(fit.design, fit_params(fit))
+    if not summary:
+        return pd.DataFrame(values)
+    return _summary(values, prob, "R2")
+
+
+def icc_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
+    """Per-draw intraclass correlation (variance partition coefficient) per grouping factor.
+
+    For factor k with random-intercept variance τ_k²:
+    ICC_k = τ_k² / (Σ_j τ_j² + σ²), the sum over every factor with a random
+    intercept. With a single grouping factor this is τ²/(τ²+σ²), the
+    correlation of two observations of the same group. For a block with
+    slopes only the intercept variance is used, so the value is the ICC at
+    the slope variables' zero. Factors without a random intercept are left out.
+
+    Raises
+    ------
+    BayesLMMError
+        If no grouping factor has a random intercept.
+    """
+    tau2: dict[str, np.ndarray] = {}
+    for k, b in enumerate(design.blocks):
+        if "(Intercept)" in b.terms:
+            j = b.terms.index("(Intercept)")
+            tau2[b.factor] = tau2.get(b.factor, 0.0) + params.cov[k][:, j, j]
+    if not tau2:
+        raise BayesLMMError(
+            f"The ICC needs a random intercept, and no grouping factor in {design.parsed.text!r} has one; "
+            "add a term like (1 | group)."
+        )
+    total = sum(tau2.values()) + params.sigma**2
+    return {factor: t / total for factor, t in tau2.items()}
+
+
+def icc(fit: Any, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
+    """Intraclass correlation per grouping factor (see :func:`icc_draws`).
+
+    Parameters
+    ----------
+    fit
+        A fit.
+    prob
+        Interval probability.
+    summary
+        ``True``: one row per factor with ``Estimate``, ``Est.Error`` and the
+        interval. ``False``: the draws, one column per factor.
+    """
+    values = icc_draws(fit.design, fit_params(fit))
+    if not summary:
+        return pd.DataFrame(values)
+    return _summary(values, prob, "factor")
