@@ -295,13 +295,19 @@ def _factor_labels(frame: pd.DataFrame, fvars: tuple[str, ...]) -> list[str]:
 def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
     """Indices of the columns to keep: each column is kept unless it is a linear
     combination of the columns before it (lme4 keeps the earlier columns too)."""
-    if X.shape[1] == 0:
-        return np.arange(0)
-    norms = np.linalg.norm(X, axis=0)
-    R = np.linalg.qr(X, mode="r")
-    d = np.abs(np.diag(R))
-    ok = (norms > 0) & (d > tol * np.where(norms > 0, norms, 1.0))
-    return np.flatnonzero(ok)
+    # Gram-Schmidt against the kept columns only (twice, for stability). Unlike the diagonal of an
+    # unpivoted QR, this stays right after a dependent column and when there are more columns than rows.
+    keep: list[int] = []
+    basis = np.zeros((X.shape[0], 0))
+    for j in range(X.shape[1]):
+        norm = np.linalg.norm(X[:, j])
+        resid = X[:, j] - basis @ (basis.T @ X[:, j])
+        resid = resid - basis @ (basis.T @ resid)
+        r = np.linalg.norm(resid)
+        if norm > 0 and r > tol * norm:
+            keep.append(j)
+            basis = np.column_stack([basis, resid / r])
+    return np.asarray(keep, dtype=int)
 
 
 # ---------------------------------------------------------------------------
@@ -361,7 +367,7 @@ def build_design(
         raise DataError(f"The response {parsed.response_name!r} has non-finite values after evaluation.")
     if np.ptp(y) == 0:
         raise DataError(
-            f"The response {parsed.response_name!r} is constant ({y[0]!r}); there is no variation to model."
+            f"The response {parsed.response_name!r} is constant ({float(y[0])!r}); there is no variation to model."
         )
     if dm.common is not None:
         X_full = np.asarray(dm.common.design_matrix, dtype=float).reshape(n, -1)
@@ -500,9 +506,10 @@ def encode_new_data(design: Design, newdata: pd.DataFrame, blocks: bool = True) 
         raise PredictionError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}.")
     if newdata.shape[0] == 0:
         raise PredictionError("newdata has no rows.")
-    needed = set(design.parsed.var_names) - {design.response_name}
+    needed = set(design.parsed.var_names) - set(design.parsed.response.var_names)  # y of np.log(y) too
     if not blocks:
-        needed -= {v for b in design.blocks for v in b.factor_vars}
+        fixed_vars = {str(v) for t in design.parsed.fixed_terms for v in t.var_names}
+        needed -= {v for b in design.blocks for v in b.factor_vars} - fixed_vars
     missing = sorted(v for v in needed if v not in newdata.columns)
     if missing:
         raise PredictionError(f"newdata lacks column(s) {missing} that the formula {design.parsed.text!r} uses.")

@@ -174,5 +174,31 @@ class REMLFit(FitBase):
             blocks=[("Scaled residuals", scaled)],
         )
 
+    def param_draws(self):
+        """The estimates as a single "draw", so the shared prediction code serves REML fits too."""
+        from .predict import ParamDraws
+
+        r = self.result
+        return ParamDraws.point(r.beta, r.sigma, r.ranef, r.block_cov)
+
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=None, new_levels: str = "population") -> pd.Series:
+        """``predict(fm, newdata, re.form)``: point predictions, as lme4 gives them.
+
+        ``re_form="~0"`` (or ``"NA"``) gives population-level predictions;
+        unseen levels get a group effect of 0 (``new_levels="population"``,
+        lme4's ``allow.new.levels = TRUE``) or raise (``"error"``). For
+        intervals, fit the model by NUTS.
+        """
+        from .errors import PredictionError
+        from .predict import predict as _predict
+
+        if new_levels not in ("population", "error"):
+            raise PredictionError(
+                f"A {self.method} fit predicts with new_levels='population' or 'error'; got {new_levels!r}. "
+                "Drawing new group effects needs a posterior: fit with method='NUTS'."
+            )
+        out = _predict(self, newdata, re_form=re_form, new_levels=new_levels, kind="mean")
+        return out["Estimate"].rename("predict")
+
     def __repr__(self) -> str:
         return f"<REMLFit {self.method} {self.formula!r}: {self.design.nobs} obs, criterion {self.result.criterion:.4f}>"

@@ -116,3 +116,19 @@ def test_reml_initvals_reproduce_the_reml_estimates():
     assert cor[0, 1] == pytest.approx(r.block_cov[0][0, 1] / np.prod(sd), rel=1e-6)
     np.testing.assert_allclose(re, r.ranef[0], atol=1e-8)
     assert sigma == pytest.approx(r.sigma)
+
+
+def test_reml_predict_matches_lme4_semantics(reml):
+    np.testing.assert_allclose(reml.predict(), reml.fitted())  # predict(fm) == fitted(fm)
+    new = pd.DataFrame({"Days": [0, 5], "Subject": [308, 999]})
+    beta = reml.fixef()["Estimate"]
+    pop = reml.predict(new, re_form="~0")  # predict(fm, newdata, re.form = NA)
+    np.testing.assert_allclose(pop, beta["(Intercept)"] + beta["Days"] * new.Days)
+    cond = reml.predict(new)  # allow.new.levels = TRUE: unseen subject 999 gets the population line
+    co = reml.coef()["Subject"].loc["308"]
+    assert cond.iloc[0] == pytest.approx(co["(Intercept)"])
+    assert cond.iloc[1] == pytest.approx(pop.iloc[1])
+    with pytest.raises(bayeslmm.PredictionError, match="999"):
+        reml.predict(new, new_levels="error")
+    with pytest.raises(bayeslmm.PredictionError, match="NUTS"):
+        reml.predict(new, new_levels="sample")
