@@ -14,9 +14,17 @@ gives: the blocks on the first grouping factor (the one with most levels) form
 the *leading* part, whose Z'Z is block-diagonal with one g×g block per level
 (g = number of terms of that factor). It is factored level by level with
 batched dense Cholesky, and the remaining random effects enter through the
-Schur complement S = A₂₂ − A₂₁A₁₁⁻¹A₁₂, which is dense-factored when small and
-sparse-LU factored otherwise. With B = L₁⁻¹A₁₂ the full factor is
-``L = [[L₁, 0], [B', L₂]]`` with ``L₂L₂' = S``, so log|L|² = log|L₁|² + log|S|.
+Schur complement S = A₂₂ − A₂₁A₁₁⁻¹A₁₂, which is dense-factored (LAPACK
+Cholesky) up to :data:`DENSE_SCHUR_MAX` non-leading effects and sparse-LU
+factored (SuperLU, symmetric mode, minimum-degree ordering) beyond. With
+B = L₁⁻¹A₁₂ the full factor is ``L = [[L₁, 0], [B', L₂]]`` with ``L₂L₂' = S``,
+so log|L|² = log|L₁|² + log|S|.
+
+A₂₁A₁₁⁻¹A₁₂ = Λ₂'G₁₂'WG₁₂Λ₂ (W = blockdiag(M_j'M_j), M_j = L₁ⱼ⁻¹T') is formed in
+one of three ways (``PLSProblem.mode``): all dense for small problems; from
+precomputed products of pairs of non-zeros of G₁₂ = Z₁'Z₂ with one
+``bincount`` per θ (large problems with a dense S); or by sparse products.
+All paths are tested against each other and against brute force.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from scipy.linalg import lapack
 import scipy.sparse as sp
+from scipy.linalg import lapack
 from scipy.sparse.linalg import splu
 
 from .design import Design
@@ -39,6 +47,8 @@ DENSE_SCHUR_MAX = 3000
 _CHUNK_DOUBLES = 4_000_000
 #: Largest leading-by-rest cross-product block handled with dense arrays.
 _SMALL_DENSE = 50_000
+#: Most precomputed non-zero pairs kept for the "pairs" Schur-complement mode.
+_MAX_PAIRS = 5_000_000
 
 
 def chol(A: np.ndarray) -> np.ndarray:
@@ -122,8 +132,8 @@ class Factorization:
     T: np.ndarray  # leading g×g relative covariance factor
     L1: np.ndarray  # (n1, g, g) per-level Cholesky factors of A₁₁
     M: np.ndarray  # (n1, g, g) L₁⁻¹T'
-    Lam2: Any = None  # sparse Λ of the non-leading random effects
-    B: Any = None  # sparse L₁⁻¹A₁₂
+    Lam2: Any = None  # Λ of the non-leading random effects (dense or sparse)
+    B: Any = None  # L₁⁻¹A₁₂ (dense or sparse; formed lazily in "pairs" mode)
     s_solve: Callable[[np.ndarray], np.ndarray] | None = None  # v -> S⁻¹v
 
 
@@ -178,6 +188,7 @@ class PLSProblem:
         self.Q2 = 0
         self.rest_offsets: list[int] = []
         self.rest_levels = [blocks[k].n_levels for k in self.rest]
+        self.mode, self.dense_schur = "none", True
         if not self.rest:
             return
         zc, zr, zv, lr, lc, li = [], [], [], [], [], []
@@ -198,13 +209,21 @@ class PLSProblem:
         Q2 = self.Q2
         Z2 = sp.csr_matrix((np.concatenate(zv), (np.concatenate(zr), np.concatenate(zc))), shape=(self.n, Q2))
         self.G12 = (Z1s.T @ Z2).tocsr()
-        G22 = (Z2.T @ Z2).tocsc()
+        self.G12.sort_indices()
+        self.G22 = (Z2.T @ Z2).tocsc()
         self.dense_schur = Q2 <= DENSE_SCHUR_MAX
-        # Small problems: everything dense (sparse-matrix overhead dominates there).
-        self.small = self.dense_schur and n1 * g * Q2 <= _SMALL_DENSE
-        if self.small:
+        # How A₂₁A₁₁⁻¹A₁₂ is formed: "small" (all dense: sparse-matrix overhead
+        # dominates tiny problems), "pairs" (dense S accumulated from precomputed
+        # products, see _prepare_pairs) or "sparse" (sparse products).
+        if self.dense_schur and n1 * g * Q2 <= _SMALL_DENSE:
+            self.mode = "small"
             self.G12 = self.G12.toarray().reshape(n1, g, Q2)
-        self.G22 = G22.toarray() if self.dense_schur else G22
+        elif self.dense_schur and self._prepare_pairs():
+            self.mode = "pairs"
+        else:
+            self.mode = "sparse"
+        if self.mode != "sparse":
+            self.G22 = self.G22.toarray()
         self.ZtXy2 = np.asarray(Z2.T @ Xy)
         # Λ₂'s fixed sparsity pattern; data = θ[lind] (lme4's Lind).
         pattern = sp.csc_matrix(
@@ -213,6 +232,51 @@ class PLSProblem:
         pattern.sort_indices()
         self._lam2 = (pattern.indices.copy(), pattern.indptr.copy(), pattern.data.astype(np.int64) - 1)
         self._eye2 = sp.identity(Q2, format="csc")
+
+    def _prepare_pairs(self) -> bool:
+        """Precompute H = G₁₂'WG₁₂ as one ``bincount`` per θ, W = blockdiag(M_j'M_j).
+
+        For every level j of the leading factor and every pair of non-zeros
+        (j,a,k), (j,b,l) of G₁₂ (s ≤ t in storage order) keep the product of
+        the two values, the index of W_j[a,b] and the flat index of H[k,l];
+        then H = Hh + Hh' with Hh the bincount (diagonal pairs weighted ½).
+        Returns False (and keeps nothing) if there would be too many pairs.
+        """
+        G, g, Q2 = self.G12, self.g, self.Q2
+        level_ptr = G.indptr[::g]
+        counts = np.diff(level_ptr)
+        if int((counts * (counts + 1) // 2).sum()) > _MAX_PAIRS:
+            return False
+        rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
+        lev, a = rows // g, rows % g
+        first = np.arange(G.nnz)
+        num = level_ptr[lev + 1] - first
+        s_idx = np.repeat(first, num)
+        t_idx = s_idx + np.arange(int(num.sum())) - np.repeat(np.cumsum(num) - num, num)
+        coef = G.data[s_idx] * G.data[t_idx]
+        coef[s_idx == t_idx] *= 0.5
+        target = G.indices[s_idx].astype(np.intp) * Q2 + G.indices[t_idx]
+        order = np.argsort(target, kind="stable")
+        self._pairs = (
+            target[order],
+            coef[order],
+            (lev[s_idx] * g * g + a[s_idx] * g + a[t_idx]).astype(np.intp)[order],
+        )
+        return True
+
+    def lam2t(self, theta: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """Λ₂'V for a dense V with Q₂ rows, block by block (no sparse matrix)."""
+        out = np.array(V, dtype=float, order="C", copy=True)
+        for k, off, n_lev in zip(self.rest, self.rest_offsets, self.rest_levels):
+            q = self.layout.q[k]
+            T = self.layout.block_factor(theta, k)
+            sl = slice(off, off + n_lev * q)
+            if q == 1:
+                out[sl] *= T[0, 0]
+            else:
+                part = out[sl].reshape(n_lev, q, -1)
+                out[sl] = np.einsum("ba,jbm->jam", T, part).reshape(n_lev * q, -1)
+        return out
 
     # ------------------------------------------------------------------
     def lead_factor(self, theta: np.ndarray) -> np.ndarray:
@@ -226,7 +290,7 @@ class PLSProblem:
         """Λ of the non-leading random effects (dense for small problems, else sparse)."""
         indices, indptr, lind = self._lam2
         lam = sp.csc_matrix((theta[lind], indices, indptr), shape=(self.Q2, self.Q2))
-        return lam.toarray() if self.small else lam
+        return lam.toarray() if self.mode == "small" else lam
 
     def factorize(self, theta: np.ndarray) -> Factorization:
         """Factor A_θ and form the Gram matrix of L_θ⁻¹Λ_θ'Z'[X y]."""
@@ -243,16 +307,26 @@ class PLSProblem:
         if not self.rest:
             return fac
         Lam2 = self.lambda2(theta)
-        if self.small:
+        B = None
+        if self.mode == "small":
             B = (M @ self.G12).reshape(self.n1 * self.g, self.Q2) @ Lam2
-            BtB = B.T @ B
+            S = Lam2.T @ self.G22 @ Lam2 - B.T @ B
+            h = Lam2.T @ self.ZtXy2 - B.T @ c1
+        elif self.mode == "pairs":
+            Mt = np.swapaxes(M, 1, 2)
+            target, coef, widx = self._pairs
+            Hh = np.bincount(target, coef * (Mt @ M).ravel()[widx], minlength=self.Q2**2).reshape(self.Q2, -1)
+            D = self.G22 - Hh - Hh.T
+            S = self.lam2t(theta, self.lam2t(theta, D).T)  # Λ₂'DΛ₂ (D symmetric)
+            Mtc = (Mt @ c1.reshape(self.n1, self.g, -1)).reshape(self.n1 * self.g, -1)
+            h = self.lam2t(theta, self.ZtXy2 - self.G12.T @ Mtc)
         else:
-            Mb = sp.bsr_matrix((M, np.arange(self.n1), np.arange(self.n1 + 1)), shape=(self.n1 * self.g,) * 2)
-            B = ((Mb @ self.G12) @ Lam2).tocsc()
-            BtB = (B.T @ B).toarray() if self.dense_schur else B.T @ B
-        h = Lam2.T @ self.ZtXy2 - B.T @ c1
+            B = self._b_sparse(M, Lam2)
+            S = Lam2.T @ self.G22 @ Lam2 - B.T @ B
+            h = Lam2.T @ self.ZtXy2 - B.T @ c1
+            if self.dense_schur:
+                S = S.toarray()
         if self.dense_schur:
-            S = Lam2.T @ (Lam2.T @ self.G22).T - BtB
             S[np.diag_indices_from(S)] += 1.0
             L2 = chol(S)
             logdet += 2.0 * float(np.log(np.diag(L2)).sum())
@@ -262,7 +336,7 @@ class PLSProblem:
                 return chol_solve(L2, v)
 
         else:
-            S = (Lam2.T @ self.G22 @ Lam2 + self._eye2 - BtB).tocsc()
+            S = (S + self._eye2).tocsc()
             lu = splu(S, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
             logdet += float(np.log(np.abs(lu.U.diagonal())).sum())
             fac.K = K + h.T @ lu.solve(np.asfortranarray(h))
@@ -273,20 +347,42 @@ class PLSProblem:
         fac.logdet_L, fac.Lam2, fac.B, fac.s_solve = logdet, Lam2, B, s_solve
         return fac
 
+    def _b_sparse(self, M: np.ndarray, Lam2: Any) -> sp.csc_matrix:
+        """B = L₁⁻¹A₁₂ = blockdiag(M_j)G₁₂Λ₂ as a sparse matrix."""
+        Mb = sp.bsr_matrix((M, np.arange(self.n1), np.arange(self.n1 + 1)), shape=(self.n1 * self.g,) * 2)
+        return ((Mb @ self.G12) @ sp.csc_matrix(Lam2)).tocsc()
+
     # ------------------------------------------------------------------
     def conditional(
         self, fac: Factorization, beta: np.ndarray, sigma: float, condvar: bool = True
     ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-        """Conditional modes b = Λu and their conditional sds, per block (levels × q).
+        """Conditional modes b = Λu and their conditional sds, per block.
 
-        The sds are sqrt(diag(σ²Λ A⁻¹ Λ')), the variances of b given β, θ, σ
-        (lme4's ``condVar``).
+        Parameters
+        ----------
+        fac
+            The factorization at the estimate of θ.
+        beta
+            The fixed effects at which u solves the penalized least squares.
+        sigma
+            Residual sd.
+        condvar
+            Whether to compute the conditional sds.
+
+        Returns
+        -------
+        modes, sds
+            Per block (in design order), arrays of shape (levels, q): the modes
+            and sqrt(diag(σ²ΛA⁻¹Λ')), the conditional sds of b given β, θ and σ
+            (lme4's ``condVar``). ``sds`` is ``None`` if not computed.
         """
         n1, g = self.n1, self.g
         r1 = self.ZtXy1[..., self.p] - self.ZtXy1[..., : self.p] @ beta
         c1 = np.einsum("jab,jb->ja", fac.M, r1)
         ztr = c1
         u2 = None
+        if self.rest and fac.B is None:
+            fac.B = self._b_sparse(fac.M, fac.Lam2)
         if self.rest:
             r2 = self.ZtXy2[:, self.p] - self.ZtXy2[:, : self.p] @ beta
             u2 = fac.s_solve(fac.Lam2.T @ r2 - fac.B.T @ c1.ravel())

@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import OptimizeResult, minimize
 
 from ._linalg import Factorization, PLSProblem, ThetaLayout, chol, chol_solve
 from .design import Design
@@ -34,8 +34,6 @@ SINGULAR_MESSAGE = "boundary (singular) fit: see help('isSingular')"
 SINGULAR_TOL = 1e-4
 #: Projected-gradient size at which a stalled L-BFGS-B line search is accepted.
 _GTOL_ACCEPT = 1e-4
-#: Above this many non-leading random effects, BLAS keeps its threads.
-_THREADED_Q2 = 1000
 _LOG2PI = float(np.log(2.0 * np.pi))
 
 
@@ -166,15 +164,15 @@ def _criterion(pls: PLSProblem, fac: Factorization, reml: bool) -> _Profile:
 _BLAS_CONTROLLER: Any = None
 
 
-def _single_threaded_blas(pls: PLSProblem) -> Any:
-    """A context limiting BLAS to one thread when the per-θ linear algebra is small.
+def _single_threaded_blas() -> Any:
+    """A context limiting BLAS to one thread for the duration of a fit.
 
-    Threaded OpenBLAS spends milliseconds per call on tiny triangular solves
-    (L-BFGS-B's own and ours); one thread is many times faster there.
+    The per-θ linear algebra is a long sequence of small or moderate LAPACK
+    calls. Threaded OpenBLAS was measured here at milliseconds per tiny
+    triangular solve (L-BFGS-B's own and ours), and at 20-40 times slower than
+    one thread on a 1,142² Cholesky when the machine's cores were busy.
     """
     global _BLAS_CONTROLLER
-    if pls.Q2 > _THREADED_Q2:
-        return contextlib.nullcontext()
     try:
         if _BLAS_CONTROLLER is None:
             from threadpoolctl import ThreadpoolController
@@ -185,7 +183,7 @@ def _single_threaded_blas(pls: PLSProblem) -> Any:
         return contextlib.nullcontext()
 
 
-def _optimize(fun, layout: ThetaLayout):
+def _optimize(fun: Callable[[np.ndarray], float], layout: ThetaLayout) -> tuple[OptimizeResult, int, bool]:
     """Minimise the profiled criterion over θ within lme4's bounds.
 
     L-BFGS-B with central-difference gradients (one-sided at a bound) from
@@ -195,8 +193,8 @@ def _optimize(fun, layout: ThetaLayout):
     Returns the scipy result, the number of evaluations and a convergence flag.
     """
     bounds = [(lo, None) if np.isfinite(lo) else (None, None) for lo in layout.lower]
-    best = minimize(fun, layout.start(), method="L-BFGS-B", jac="3-point", bounds=bounds,
-                    options={"ftol": 1e-11, "gtol": 1e-5, "maxiter": 1000})
+    options = {"ftol": 1e-11, "gtol": 1e-5, "maxiter": 1000}
+    best = minimize(fun, layout.start(), method="L-BFGS-B", jac="3-point", bounds=bounds, options=options)
     n_evals, converged = int(best.nfev), bool(best.success)
     if not converged and best.nit > 0:
         grad = np.where((best.x <= layout.lower) & (best.jac > 0), 0.0, best.jac)
@@ -208,14 +206,44 @@ def _optimize(fun, layout: ThetaLayout):
             step = np.zeros(layout.size)
             step[i] = max(1e-4, 1e-3 * abs(x0[i]))
             simplex.append(x0 + step)
-        polish = minimize(fun, x0, method="Nelder-Mead", bounds=bounds,
-                          options={"initial_simplex": np.array(simplex), "xatol": 1e-8, "fatol": 1e-10,
-                                   "maxfev": 400 * layout.size})
+        nm_options = {"initial_simplex": np.array(simplex), "xatol": 1e-8, "fatol": 1e-10, "maxfev": 400 * layout.size}
+        polish = minimize(fun, x0, method="Nelder-Mead", bounds=bounds, options=nm_options)
         n_evals += int(polish.nfev)
         converged = bool(polish.success)
         if polish.fun <= best.fun:
             best = polish
-    return best, n_evals, converged
+    best, extra = _escape_boundary(fun, best, layout, bounds, options)
+    return best, n_evals + extra, converged
+
+
+def _escape_boundary(fun, best, layout: ThetaLayout, bounds, options):
+    """Re-check a boundary optimum from inside the feasible region.
+
+    The criterion depends on a diagonal θ element through its square, so its
+    derivative is exactly zero at the bound θ = 0: a gradient method that
+    steps onto the bound stops there even when the interior is lower (lme4's
+    derivative-free BOBYQA does not have this trap). For every diagonal
+    element on the bound, try moving it back inside; restart from the best
+    such point and keep the better optimum.
+    """
+    lower = layout.lower
+    on_bound = np.flatnonzero(np.isfinite(lower) & (best.x <= lower + SINGULAR_TOL))
+    if on_bound.size == 0:
+        return best, 0
+    n_evals = 0
+    x_best, f_best = None, best.fun
+    for value in (0.05, 0.2, 0.5, 1.0, 2.0):
+        x = best.x.copy()
+        x[on_bound] = value
+        f = fun(x)
+        n_evals += 1
+        if f < f_best - 1e-10:
+            x_best, f_best = x, f
+    if x_best is None:
+        return best, n_evals
+    again = minimize(fun, x_best, method="L-BFGS-B", jac="3-point", bounds=bounds, options=options)
+    n_evals += int(again.nfev)
+    return (again if again.fun < best.fun else best), n_evals
 
 
 def fit_reml(design: Design, method: str = "REML", condvar: bool = True) -> REMLResult:
@@ -238,12 +266,14 @@ def fit_reml(design: Design, method: str = "REML", condvar: bool = True) -> REML
     ------
     BayesLMMError
         If ``method`` is neither ``"REML"`` nor ``"ML"``, the design has no
-        random-effect block, or there are no residual degrees of freedom.
+        random-effect block, X is rank deficient, or there are no residual
+        degrees of freedom.
 
     Warns
     -----
     ConvergenceWarning
-        ``"boundary (singular) fit: see help('isSingular')"`` for a singular fit.
+        ``"boundary (singular) fit: see help('isSingular')"`` for a singular fit,
+        and a separate warning if the optimiser did not converge.
     """
     if not isinstance(method, str) or method.upper() not in ("REML", "ML"):
         raise BayesLMMError(f"method must be 'REML' or 'ML', got {method!r}.")
@@ -251,6 +281,12 @@ def fit_reml(design: Design, method: str = "REML", condvar: bool = True) -> REML
     reml = method == "REML"
     if not design.blocks:
         raise BayesLMMError("The design has no random-effect block; fit_reml fits mixed models only.")
+    X = np.asarray(design.X, dtype=float)
+    if X.shape[1] and np.linalg.matrix_rank(X) < X.shape[1]:
+        raise BayesLMMError(
+            f"The fixed-effects matrix ({X.shape[1]} columns {list(design.fixed_names)}) is rank deficient; "
+            "build the design with build_design, which drops aliased columns as lme4 does."
+        )
     pls = PLSProblem(design)
     n, p = pls.n, pls.p
     if n - p <= 0:
@@ -262,20 +298,20 @@ def fit_reml(design: Design, method: str = "REML", condvar: bool = True) -> REML
         except (np.linalg.LinAlgError, ValueError):
             return float(np.finfo(float).max) / 1e10
 
-    with _single_threaded_blas(pls):
+    with _single_threaded_blas():
         opt, n_evals, converged = _optimize(objective, pls.layout)
-    theta = np.asarray(opt.x, dtype=float).copy()
-    lower = pls.layout.lower
-    theta[np.isfinite(lower)] = np.maximum(theta[np.isfinite(lower)], 0.0)
-    fac = pls.factorize(theta)
-    prof = _criterion(pls, fac, reml)
-    sigma2 = prof.r2 / (n - p if reml else n)
-    sigma = float(np.sqrt(sigma2))
-    if p:
-        vcov = sigma2 * chol_solve(prof.RXt, np.eye(p))
-    else:
-        vcov = np.zeros((0, 0))
-    modes, sds = pls.conditional(fac, prof.beta, sigma, condvar=condvar)
+        theta = np.asarray(opt.x, dtype=float).copy()
+        lower = pls.layout.lower
+        theta[np.isfinite(lower)] = np.maximum(theta[np.isfinite(lower)], 0.0)
+        fac = pls.factorize(theta)
+        prof = _criterion(pls, fac, reml)
+        sigma2 = prof.r2 / (n - p if reml else n)
+        sigma = float(np.sqrt(sigma2))
+        if p:
+            vcov = sigma2 * chol_solve(prof.RXt, np.eye(p))
+        else:
+            vcov = np.zeros((0, 0))
+        modes, sds = pls.conditional(fac, prof.beta, sigma, condvar=condvar)
     fitted = design.X @ prof.beta
     for b, m in zip(design.blocks, modes):
         fitted = fitted + np.einsum("ij,ij->i", b.Z, m[b.group_idx])
@@ -287,6 +323,12 @@ def fit_reml(design: Design, method: str = "REML", condvar: bool = True) -> REML
     message = SINGULAR_MESSAGE if singular else None
     if singular:
         warnings.warn(SINGULAR_MESSAGE, ConvergenceWarning, stacklevel=2)
+    if not converged:
+        warnings.warn(
+            f"The {method} optimiser did not converge ({opt.message}); the estimates may be inaccurate.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     crit = prof.criterion
     return REMLResult(
         method=method,

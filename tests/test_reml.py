@@ -1,0 +1,305 @@
+"""REML/ML fits (bayeslmm.reml) against lme4 1.1-31 on the shared cases.
+
+The reference file ../shared/reference/lme4_reml.json holds, per case, lme4's
+results; each assertion below names the R expression behind the number. A
+second group of tests checks the linear algebra against a brute-force dense
+computation of the same quantities, for every Schur-complement code path.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayeslmm._linalg as linalg
+from bayeslmm.design import Design, build_design
+from bayeslmm.errors import BayesLMMError, ConvergenceWarning, DataWarning
+from bayeslmm.formula import parse_formula
+from bayeslmm.reml import SINGULAR_MESSAGE, REMLResult, _criterion, block_sd_corr, fit_reml
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REFERENCE_FILE = SHARED / "reference" / "lme4_reml.json"
+
+
+@lru_cache(maxsize=1)
+def _reference() -> dict:
+    return json.loads(REFERENCE_FILE.read_text())["cases"]
+
+
+CASES = list(_reference()) if REFERENCE_FILE.exists() else []
+pytestmark = pytest.mark.skipif(not REFERENCE_FILE.exists(), reason=f"{REFERENCE_FILE} is missing")
+
+
+@lru_cache(maxsize=None)
+def _design(name: str) -> Design:
+    case = _reference()[name]
+    return build_design(parse_formula(case["formula"]), pd.read_csv(SHARED / case["data"]))
+
+
+@lru_cache(maxsize=None)
+def _fit(name: str, method: str) -> REMLResult:
+    return fit_reml(_design(name), method=method)
+
+
+def test_reference_has_the_expected_cases() -> None:
+    assert {"sleep_slopes", "sleep_uncorr", "penicillin", "pastes"} <= set(CASES)
+
+
+# ---------------------------------------------------------------------------
+# Parity with lme4, one test per quantity, over every case
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", CASES)
+def test_reml_criterion(name: str) -> None:
+    ref, fit = _reference()[name], _fit(name, "REML")
+    assert fit.nobs == ref["nobs"]  # nobs(fm)
+    assert fit.reml_criterion == pytest.approx(ref["reml_criterion"], abs=1e-3)  # REMLcrit(fm)
+    assert fit.loglik == pytest.approx(-ref["reml_criterion"] / 2, abs=1e-3)  # logLik(fm) of a REML fit
+    assert fit.singular == ref["singular"]  # isSingular(fm)
+    assert fit.converged
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fixed_effects_and_standard_errors(name: str) -> None:
+    ref, fit = _reference()[name], _fit(name, "REML")
+    assert list(fit.fixed_names) == list(ref["fixef"])
+    want = np.array([ref["fixef"][k] for k in fit.fixed_names])  # fixef(fm)
+    np.testing.assert_allclose(fit.beta, want, rtol=1e-4)
+    want_se = np.array([ref["fixef_se"][k] for k in fit.fixed_names])  # sqrt(diag(vcov(fm)))
+    np.testing.assert_allclose(fit.beta_se, want_se, rtol=1e-4)
+    np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov_beta)), fit.beta_se)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_varcorr(name: str) -> None:
+    ref, fit = _reference()[name], _fit(name, "REML")
+    sd_corr = dict(zip(fit.block_labels, block_sd_corr(fit)))
+    terms = dict(zip(fit.block_labels, fit.block_terms))
+    for row in ref["varcorr"]:  # as.data.frame(VarCorr(fm))
+        if row["grp"] == "Residual":
+            assert fit.sigma == pytest.approx(row["sdcor"], rel=1e-3)  # sigma(fm)
+            continue
+        sd, corr = sd_corr[row["grp"]]
+        i = terms[row["grp"]].index(row["var1"])
+        if row["var2"]:
+            j = terms[row["grp"]].index(row["var2"])
+            assert corr[i, j] == pytest.approx(row["sdcor"], abs=1e-3)
+        else:
+            assert sd[i] == pytest.approx(row["sdcor"], rel=1e-3)
+    n_rows = sum(1 for r in ref["varcorr"] if r["grp"] != "Residual")
+    assert n_rows == sum(q * (q + 1) // 2 for q in (len(t) for t in fit.block_terms))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_ml_loglik(name: str) -> None:
+    ref, fit = _reference()[name], _fit(name, "ML")
+    assert fit.method == "ML" and fit.reml_criterion is None
+    assert fit.loglik == pytest.approx(ref["ml_loglik"], abs=1e-3)  # logLik(update(fm, REML=FALSE))
+    assert fit.deviance == pytest.approx(-2 * ref["ml_loglik"], abs=2e-3)  # deviance(update(fm, REML=FALSE))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_conditional_modes_and_sds(name: str) -> None:
+    ref, fit = _reference()[name], _fit(name, "REML")
+    design = _design(name)
+    seen = 0
+    for row in ref["ranef"]:  # as.data.frame(ranef(fm, condVar=TRUE))
+        [k] = [k for k, b in enumerate(design.blocks) if b.factor == row["grpvar"] and row["term"] in b.terms]
+        block = design.blocks[k]
+        j, t = block.levels.index(row["grp"]), block.terms.index(row["term"])
+        assert fit.ranef[k][j, t] == pytest.approx(row["condval"], abs=1e-3)  # condval
+        assert fit.condsd[k][j, t] == pytest.approx(row["condsd"], rel=1e-3)  # condsd
+        seen += 1
+    assert seen == sum(b.n_levels * b.q for b in design.blocks)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fitted_and_counts(name: str) -> None:
+    fit, design = _fit(name, "REML"), _design(name)
+    zb = sum(np.einsum("ij,ij->i", b.Z, m[b.group_idx]) for b, m in zip(design.blocks, fit.ranef))
+    np.testing.assert_allclose(fit.fitted, design.X @ fit.beta + zb)  # fitted(fm)
+    assert fit.n_params == design.X.shape[1] + fit.theta.size + 1  # attr(logLik(fm), "df")
+    assert fit.aic == pytest.approx(-2 * fit.loglik + 2 * fit.n_params)  # AIC(fm)
+    assert fit.bic == pytest.approx(-2 * fit.loglik + np.log(fit.nobs) * fit.n_params)  # BIC(fm)
+    for cov, (sd, corr) in zip(fit.block_cov, block_sd_corr(fit)):
+        np.testing.assert_allclose(cov, np.outer(sd, sd) * corr, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Singular fits, rank deficiency, bad input
+# ---------------------------------------------------------------------------
+def _no_group_variance(seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 200
+    x = rng.normal(size=n)
+    return pd.DataFrame({"y": 1.0 + x + rng.normal(size=n), "x": x, "g": rng.integers(0, 10, size=n)})
+
+
+def test_singular_fit_is_flagged_and_warns() -> None:
+    design = build_design(parse_formula("y ~ x + (1 | g)"), _no_group_variance())
+    with pytest.warns(ConvergenceWarning, match=r"boundary \(singular\) fit"):
+        fit = fit_reml(design)
+    assert fit.singular
+    assert fit.warning == SINGULAR_MESSAGE
+    assert fit.theta[0] < 1e-4
+    np.testing.assert_allclose(fit.ranef[0], 0.0, atol=1e-3)
+
+
+def test_regular_fit_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit = fit_reml(_design("sleep_slopes"))
+    assert not fit.singular and fit.warning is None
+
+
+def test_rank_deficient_fixed_effects() -> None:
+    data = _reference()["sleep_slopes"]
+    df = pd.read_csv(SHARED / data["data"])
+    df["Days2"] = 2.0 * df["Days"]  # aliased with Days: lme4 drops it
+    with pytest.warns(DataWarning, match="rank deficient"):
+        design = build_design(parse_formula("Reaction ~ Days + Days2 + (Days | Subject)"), df)
+    fit = fit_reml(design)
+    assert fit.fixed_names == ("(Intercept)", "Days")
+    np.testing.assert_allclose(fit.beta, _fit("sleep_slopes", "REML").beta, rtol=1e-6)
+    assert fit.reml_criterion == pytest.approx(_fit("sleep_slopes", "REML").reml_criterion, abs=1e-6)
+
+
+def test_rank_deficient_matrix_passed_directly_raises() -> None:
+    # build_design drops aliased columns; a hand-made rank-deficient X gets a clear error, not NaNs.
+    design = _design("sleep_int")
+    bad = Design(design.parsed, design.y, np.column_stack([design.X, 2 * design.X[:, 1]]),
+                 design.fixed_names + ("Days2",), design.blocks, design.frame)
+    with pytest.raises(BayesLMMError, match="rank deficient"):
+        fit_reml(bad)
+
+
+def test_bad_method() -> None:
+    with pytest.raises(BayesLMMError, match="REML"):
+        fit_reml(_design("dyestuff"), method="bayes")
+
+
+# ---------------------------------------------------------------------------
+# The linear algebra against brute force, for every code path
+# ---------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _dense_reference_for(which: str, theta_key: tuple[float, ...], sigma: float):
+    design = _crossed_correlated() if which == "crossed_correlated" else _design(which)
+    return _dense_reference(design, np.array(theta_key), sigma)
+
+
+def _dense_reference(design: Design, theta: np.ndarray, sigma: float):
+    """REML criterion, modes and conditional sds from dense Z, Λ and V (no tricks)."""
+    layout = linalg.ThetaLayout.from_q(tuple(b.q for b in design.blocks))
+    zs, lams = [], []
+    for k, b in enumerate(design.blocks):
+        Zk = np.zeros((design.nobs, b.n_levels * b.q))
+        for t in range(b.q):
+            Zk[np.arange(design.nobs), b.group_idx * b.q + t] = b.Z[:, t]
+        zs.append(Zk)
+        lams.append(np.kron(np.eye(b.n_levels), layout.block_factor(theta, k)))
+    Z = np.hstack(zs)
+    Lam = np.zeros((Z.shape[1], Z.shape[1]))
+    off = 0
+    for lam in lams:
+        Lam[off : off + lam.shape[0], off : off + lam.shape[0]] = lam
+        off += lam.shape[0]
+    X, y = design.X, design.y
+    n, p = X.shape
+    V0 = np.eye(n) + Z @ Lam @ Lam.T @ Z.T
+    Vi = np.linalg.inv(V0)
+    XtViX = X.T @ Vi @ X
+    beta = np.linalg.solve(XtViX, X.T @ Vi @ y)
+    r = y - X @ beta
+    r2 = r @ Vi @ r
+    crit = (np.linalg.slogdet(V0)[1] + np.linalg.slogdet(XtViX)[1]
+            + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p))))
+    A = Lam.T @ Z.T @ Z @ Lam + np.eye(Z.shape[1])
+    b = Lam @ np.linalg.solve(A, Lam.T @ Z.T @ r)
+    condsd = np.sqrt(sigma**2 * np.diag(Lam @ np.linalg.solve(A, Lam.T)))
+    return crit, beta, b, condsd
+
+
+@lru_cache(maxsize=None)
+def _crossed_correlated(seed: int = 11) -> Design:
+    """Three crossed factors, two of them with correlated random slopes."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    f1, f2, f3 = rng.integers(0, 40, n), rng.integers(0, 12, n), rng.integers(0, 5, n)
+    x = rng.normal(size=n)
+    y = (x + rng.normal(size=40)[f1] + rng.normal(size=12)[f2] * (1 + x) + rng.normal(size=5)[f3]
+         + rng.normal(size=n))
+    df = pd.DataFrame({"y": y, "x": x, "f1": f1, "f2": f2, "f3": f3})
+    return build_design(parse_formula("y ~ x + (1 + x | f1) + (1 + x | f2) + (1 | f3)"), df)
+
+
+PATHS = {  # (small-dense limit, dense Schur limit, pair limit) -> mode
+    "small": (10**9, 3000, 10**9),
+    "pairs": (0, 3000, 10**9),
+    "sparse-dense": (0, 3000, 0),
+    "sparse-lu": (0, 0, 10**9),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("which", ["penicillin", "pastes", "sleep_slopes", "crossed_correlated"])
+def test_linear_algebra_matches_brute_force(monkeypatch, path: str, which: str) -> None:
+    small, dense, pairs = PATHS[path]
+    monkeypatch.setattr(linalg, "_SMALL_DENSE", small)
+    monkeypatch.setattr(linalg, "DENSE_SCHUR_MAX", dense)
+    monkeypatch.setattr(linalg, "_MAX_PAIRS", pairs)
+    design = _crossed_correlated() if which == "crossed_correlated" else _design(which)
+    pls = linalg.PLSProblem(design)
+    if pls.rest:
+        expected = {"small": "small", "pairs": "pairs"}.get(path, "sparse")
+        assert pls.mode == expected and pls.dense_schur == (path != "sparse-lu")
+    theta = pls.layout.start() * 0.7 + np.where(np.isfinite(pls.layout.lower), 0.0, 0.3)
+    fac = pls.factorize(theta)
+    prof = _criterion(pls, fac, reml=True)
+    modes, sds = pls.conditional(fac, prof.beta, sigma=1.7)
+    crit, beta, b, condsd = _dense_reference_for(which, tuple(theta), 1.7)
+    assert prof.criterion == pytest.approx(crit, abs=1e-8)
+    np.testing.assert_allclose(prof.beta, beta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(np.concatenate([m.ravel() for m in modes]), b, atol=1e-8)
+    np.testing.assert_allclose(np.concatenate([s.ravel() for s in sds]), condsd, rtol=1e-8)
+
+
+def test_fit_is_the_same_on_every_path(monkeypatch) -> None:
+    design = _crossed_correlated()
+    fits = {}
+    for path, (small, dense, pairs) in PATHS.items():
+        monkeypatch.setattr(linalg, "_SMALL_DENSE", small)
+        monkeypatch.setattr(linalg, "DENSE_SCHUR_MAX", dense)
+        monkeypatch.setattr(linalg, "_MAX_PAIRS", pairs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[path] = fit_reml(design)
+    base = fits["small"]
+    for fit in fits.values():
+        assert fit.reml_criterion == pytest.approx(base.reml_criterion, abs=1e-6)
+        np.testing.assert_allclose(fit.beta_se, base.beta_se, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+def test_not_trapped_on_the_boundary(seed):
+    """d crit / d theta is exactly 0 at theta = 0, so a gradient method that steps onto the
+    bound would stop there; the fit must still find the interior minimum (as lme4's BOBYQA does)."""
+    from bayeslmm._linalg import PLSProblem
+    from bayeslmm.reml import _criterion
+
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(50), 5)
+    x = rng.normal(size=g.size)
+    y = 3 + 0.75 * x + rng.normal(0, 0.5, 50)[g] + rng.normal(0, 1, g.size)
+    design = build_design(parse_formula("y ~ x + (1|g)"), pd.DataFrame({"y": y, "x": x, "g": g}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_reml(design)
+    pls = PLSProblem(design)
+    grid = min(_criterion(pls, pls.factorize(np.array([t])), True).criterion for t in np.linspace(0, 2, 201))
+    assert fit.criterion <= grid + 1e-8
+    assert not fit.singular
