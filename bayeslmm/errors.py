@@ -35,6 +35,10 @@ class PersistenceError(BayesLMMError):
     """A saved fit cannot be read (corrupt, tampered, or from a newer format)."""
 
 
+class ParameterError(BayesLMMError):
+    """The ``params`` given to :func:`bayeslmm.simulate` do not match the formula's design."""
+
+
 class DataWarning(UserWarning):
     """Data were changed on the way in, e.g. rows with missing values dropped."""
 

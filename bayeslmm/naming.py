@@ -22,6 +22,8 @@ SIGMA = "sigma"
 OBS_DIM = "obs"
 MU = "mu"
 LIKELIHOOD = "y"
+MARGINAL_LIKELIHOOD = "y_marginal"
+"""Potential holding the collapsed (group effects integrated out) log-likelihood."""
 
 
 # Random-effect blocks --------------------------------------------------------------
@@ -63,6 +65,11 @@ def term_dim(block: str) -> str:
 def term_dim2(block: str) -> str:
     """Second term dimension, for correlation matrices."""
     return f"{block}__term_"
+
+
+def term_pair_dim(block: str) -> str:
+    """Dimension of a block's off-diagonal correlation pairs (used by trace/rank plots)."""
+    return f"{block}__term_pair"
 
 
 # Keys users write in ``priors={...}`` ---------------------------------------------

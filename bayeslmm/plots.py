@@ -228,7 +228,7 @@ def _with_correlation_pairs(fit: Any, names: Sequence[str]) -> Any:
     ds = post.to_dataset()[[n for n in names if n not in cors]]
     for name, b in cors.items():
         i, j = np.triu_indices(b.q, k=1)
-        dim = f"{naming.term_dim(b.label)}_pair"
+        dim = naming.term_pair_dim(b.label)
         labels = [f"{b.terms[a]}, {b.terms[c]}" for a, c in zip(i, j)]
         ds[name] = xr.DataArray(post[name].values[:, :, i, j], dims=("chain", "draw", dim), coords={dim: labels})
     groups = {"posterior": ds}

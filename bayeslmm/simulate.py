@@ -32,14 +32,11 @@ import numpy as np
 import pandas as pd
 
 from .design import BlockDesign, Design, build_design, default_env
-from .errors import BayesLMMError
+from .errors import BayesLMMError, ParameterError
 from .formula import parse_formula
 
 __all__ = ["ParameterError", "simulate", "check_params"]
 
-
-class ParameterError(BayesLMMError):
-    """The ``params`` given to :func:`simulate` do not match the formula's design."""
 
 
 def _expected(design: Design) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 import bayeslmm
 from bayeslmm import BayesLMMError, naming
-from bayeslmm.simulate import ParameterError
+from bayeslmm.errors import ParameterError
 from bayeslmm.tables import draws
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
