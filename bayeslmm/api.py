@@ -9,6 +9,7 @@ from formulae.environment import Environment
 
 from . import naming
 from .checks import add_log_likelihood
+from .collapsed import build_collapsed_model, plan_parameterization
 from .design import Design, build_design, default_env
 from .errors import BayesLMMError
 from .formula import parse_formula
@@ -72,6 +73,7 @@ def lmer(
     na_action: str = "drop",
     parameterization: Mapping[str, str] | None = None,
     init: str = "reml",
+    collapse: bool | None = None,
 ):
     """Fit a linear mixed model written as an lme4 formula.
 
@@ -96,14 +98,23 @@ def lmer(
     progressbar
         Show PyMC's progress bar.
     cores
-        Parallel chains (PyMC's default when None).
+        Parallel chains (PyMC's default when None; collapsed fits then use every available CPU).
     na_action
         ``"drop"`` (drop incomplete rows with a warning giving the count) or ``"raise"``.
     parameterization
-        ``{block label: "centered" | "noncentered"}`` for the full model.
+        ``{block label: "centered" | "noncentered"}`` for the full model; blocks
+        not named get centered when their groups' data are informative and
+        non-centered otherwise (see ``docs/collapsed.md``). Naming any block
+        selects the full model unless ``collapse=True``.
     init
         ``"reml"`` (default): start NUTS at the REML estimates of the same
         design (jittered per chain); ``"prior"``: PyMC's default start.
+    collapse
+        ``None`` (default): integrate the group effects out when every block
+        belongs to one grouping factor or to two nested ones (the collapsed
+        Gaussian likelihood; group effects are then drawn exactly after
+        sampling); ``True``: require it; ``False``: sample the full model.
+        ``fit.parameterization`` records what was used.
 
     Returns
     -------
@@ -130,19 +141,19 @@ def lmer(
     )
     settings.validate()
     prior_set = make_priors(design, priors)
-    param = {b.label: "noncentered" for b in design.blocks}
-    for key, value in dict(parameterization or {}).items():
-        if key not in param or value not in ("centered", "noncentered"):
-            raise BayesLMMError(
-                f"parameterization must map block labels {sorted(param)} to 'centered' or 'noncentered'; "
-                f"got {key!r}: {value!r}."
-            )
-        param[key] = value
+    param = plan_parameterization(design, collapse, parameterization)
     if init not in ("reml", "prior"):
         raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
-    model = build_model(design, prior_set, param)
-    initvals = _reml_start(model, design) if init == "reml" else None
-    idata = run_nuts(model, settings, initvals=initvals)
+    if "collapsed" in param.values():
+        from ._collapsed_nuts import sample_collapsed_model  # imports numba only when needed
+
+        model = build_collapsed_model(design, prior_set)
+        initvals = _reml_start(model, design) if init == "reml" else None
+        idata = sample_collapsed_model(design, prior_set, model, settings, initvals)
+    else:
+        model = build_model(design, prior_set, param)
+        initvals = _reml_start(model, design) if init == "reml" else None
+        idata = run_nuts(model, settings, initvals=initvals)
     add_log_likelihood(design, idata)  # pointwise log-likelihood for loo()/waic()/az.loo
     diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept)
     return BayesFit(

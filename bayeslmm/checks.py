@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Largest n × total draws for which the log-likelihood is stored at fit time.
-MAX_STORED_VALUES = 200_000_000
+MAX_STORED_VALUES = 20_000_000  # 160 MB of float64
 _HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
 
 

@@ -1,12 +1,67 @@
-"""The ``bayeslmm`` command line."""
+"""The ``bayeslmm`` command line.
+
+::
+
+    bayeslmm fit DATA.csv "Reaction ~ Days + (Days | Subject)" [--method nuts|REML|ML]
+                 [--draws N] [--tune N] [--chains N] [--seed S] [--out fit.nc]
+    bayeslmm summary fit.nc
+    bayeslmm predict fit.nc NEW.csv [--out pred.csv] [--re-form "~0"] [--new-levels population|sample|error]
+                 [--kind mean|response] [--interval 0.95] [--seed S]
+    bayeslmm demo
+
+Errors print ``Error: <message>`` on stderr and exit with status 1 (2 for a
+usage error); ``bayeslmm --debug ...`` shows the full traceback instead.
+Warnings from the fit (dropped rows, convergence) are printed on stderr as
+``Warning: <message>``.
+"""
 
 from __future__ import annotations
 
 import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from .errors import BayesLMMError
+from .errors import BayesLMMError, DataError
+
+METHODS = ("nuts", "REML", "ML")
+
+
+def _read_csv(path: str, what: str):
+    """Read a CSV with pandas, turning every reading problem into a :class:`DataError`."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"The {what} file {path!r} does not exist.")
+    if p.is_dir():
+        raise DataError(f"The {what} path {path!r} is a folder, not a CSV file.")
+    try:
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"The {what} file {path!r} is empty.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"The {what} file {path!r} is not a readable CSV file: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"The {what} file {path!r} cannot be read: {exc.strerror or exc}") from None
+
+
+def _with_warnings(run: Callable[[], Any]) -> Any:
+    """Run ``run()``, then print the warnings it raised as ``Warning: ...`` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        result = run()
+    seen = set()
+    for w in caught:
+        text = str(w.message)
+        if text not in seen:
+            seen.add(text)
+            click.echo(f"Warning: {text}", err=True)
+    return result
 
 
 @click.group()
@@ -16,6 +71,80 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Bayesian linear mixed models from lme4 formulas."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("data", metavar="DATA.csv")
+@click.argument("formula")
+@click.option("--method", type=click.Choice(METHODS, case_sensitive=False), default="nuts", show_default=True,
+              help="NUTS (Bayesian) or the REML/ML point estimates.")
+@click.option("--draws", default=1000, show_default=True, type=click.IntRange(min=1), help="Posterior draws per chain.")
+@click.option("--tune", default=1000, show_default=True, type=click.IntRange(min=0), help="Tuning steps per chain.")
+@click.option("--chains", default=4, show_default=True, type=click.IntRange(min=1), help="Number of chains.")
+@click.option("--seed", default=None, type=int, help="Random seed (the same seed gives the same draws).")
+@click.option("--out", default=None, metavar="FIT.nc", help="Also save the fit to this file.")
+@click.option("--progressbar/--no-progressbar", default=False, show_default=True, help="Show the sampler's progress bar.")
+def fit(data: str, formula: str, method: str, draws: int, tune: int, chains: int, seed: int | None,
+        out: str | None, progressbar: bool) -> None:
+    """Fit FORMULA to DATA.csv and print the summary."""
+    from .api import lmer
+
+    frame = _read_csv(data, "data")
+    if method.lower() == "nuts":
+        opts: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar)
+    else:
+        opts = {}
+    result = _with_warnings(lambda: lmer(formula, frame, method=method, **opts))
+    click.echo(str(result.summary()))
+    if out is not None:
+        from .io import save
+
+        save(result, out)
+        click.echo(f"\nSaved the fit to {out}.")
+
+
+@cli.command()
+@click.argument("fit_file", metavar="FIT.nc")
+def summary(fit_file: str) -> None:
+    """Print the summary of a saved fit."""
+    from .io import load
+
+    click.echo(str(load(fit_file).summary()))
+
+
+@cli.command()
+@click.argument("fit_file", metavar="FIT.nc")
+@click.argument("newdata", metavar="NEW.csv")
+@click.option("--out", default=None, metavar="PRED.csv", help="Write the predictions here (default: standard output).")
+@click.option("--re-form", "re_form", default=None, help='Group effects to include, e.g. "~0" for none (default: all).')
+@click.option("--new-levels", type=click.Choice(["population", "sample", "error"]), default="population",
+              show_default=True, help="How to treat grouping levels not seen in the fit.")
+@click.option("--kind", type=click.Choice(["mean", "response"]), default="mean", show_default=True,
+              help="Expected value (credible interval) or new observation (prediction interval).")
+@click.option("--interval", default=0.95, show_default=True, type=float, help="Interval probability.")
+@click.option("--seed", default=None, type=int, help="Random seed for new levels and response noise.")
+def predict(fit_file: str, newdata: str, out: str | None, re_form: str | None, new_levels: str, kind: str,
+            interval: float, seed: int | None) -> None:
+    """Predict for the rows of NEW.csv with a saved fit.
+
+    The output has the columns of NEW.csv followed by Estimate, Est.Error and the interval bounds.
+    """
+    from .io import load
+    from .predict import predict as predict_rows
+
+    fitted = load(fit_file)
+    rows = _read_csv(newdata, "new data")
+    pred = predict_rows(fitted, rows, re_form=re_form, new_levels=new_levels, kind=kind, interval=interval,
+                        random_seed=seed)
+    table = rows.join(pred, rsuffix="_pred")
+    if out is None:
+        click.echo(table.to_csv(index=False), nl=False)
+    else:
+        try:
+            table.to_csv(out, index=False)
+        except OSError as exc:
+            raise DataError(f"Cannot write the predictions to {out!r}: {exc.strerror or exc}") from None
+        click.echo(f"Wrote {len(table)} predictions to {out}.")
 
 
 @cli.command()
@@ -33,7 +162,19 @@ def demo(draws: int, chains: int, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: runs the CLI, turning bayeslmm errors into a message and exit code 1."""
+    """Console entry point: runs the CLI, turning errors into a message and a non-zero exit code.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 for an error in the input or the fit, 2 for a usage error,
+        3 for an unexpected internal error.
+    """
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
@@ -49,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"Error: {exc}", err=True)
         return 1
+    except Exception as exc:  # a bug: say so briefly, full traceback with --debug
+        if debug:
+            raise
+        click.echo(f"Internal error: {type(exc).__name__}: {exc}\nRun with --debug for the traceback, "
+                   "and please report it.", err=True)
+        return 3
     return 0
 
 

@@ -22,10 +22,10 @@ from formulae.environment import Environment
 from formulae.matrices import DesignMatrices
 from formulae.terms import Intercept
 
-from .errors import DataError, DataWarning, PredictionError
+from .errors import DataError, DataWarning
 from .formula import ParsedFormula, RandomBlock, block_model, fixed_model
 
-__all__ = ["BlockDesign", "Design", "build_design", "encode_new_data", "default_env"]
+__all__ = ["BlockDesign", "Design", "build_design", "default_env"]
 
 
 @dataclass(frozen=True)
@@ -195,10 +195,37 @@ def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
+def _value_kind(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return "number"
+    return "string" if isinstance(v, str) else type(v).__name__
+
+
+def _uniform_object_column(s: pd.Series, name: str) -> pd.Series:
+    """An object column as one type: numbers -> float, booleans -> bool, strings kept; mixed -> DataError."""
+    kinds = {_value_kind(v) for v in s.dropna()}
+    if len(kinds) > 1 or (kinds and kinds.pop() not in ("number", "bool", "string")):
+        found = sorted({_value_kind(v) for v in s.dropna()})
+        raise DataError(
+            f"Column {name!r} mixes values of different types ({', '.join(found)}); make it one type, "
+            f"e.g. data[{name!r}].astype(str) for a factor or pd.to_numeric(data[{name!r}]) for a number."
+        )
+    kind = _value_kind(s.dropna().iloc[0]) if s.notna().any() else "string"
+    if kind == "number":
+        return s.astype(float)
+    if kind == "bool" and s.notna().all():
+        return s.astype(bool)
+    return s
+
+
 def _clean_rows(parsed: ParsedFormula, data: pd.DataFrame, na_action: str) -> tuple[pd.DataFrame, int]:
     cols = sorted(parsed.var_names)
     frame = data.loc[:, cols].copy()
     for c in cols:
+        if frame[c].dtype == object:
+            frame[c] = _uniform_object_column(frame[c], c)
         s = frame[c]
         if _is_numeric(s):
             vals = s.to_numpy(dtype=float, na_value=np.nan)
@@ -237,7 +264,8 @@ def _ordered_categoricals(frame: pd.DataFrame) -> pd.DataFrame:
     for c in frame.columns:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype) and not s.dtype.ordered:
-            cats = [x for x in s.cat.categories if x in set(s.dropna().unique())]
+            used = set(s.dropna().unique())
+            cats = [x for x in s.cat.categories if x in used]
             frame[c] = s.astype(pd.CategoricalDtype(categories=cats, ordered=True))
     return frame
 
@@ -439,6 +467,14 @@ def _build_block(
     terms = tuple(_matrix_labels(bdm.common))
     if len(set(terms)) != len(terms):
         raise DataError(f"The random term for {rb.factor_name!r} has repeated columns {terms}.")
+    zero = [t for t, col in zip(terms, Z.T) if not col.any()]
+    if zero:
+        warnings.warn(
+            f"The random-effect column(s) {zero} of {rb.factor_name!r} are all zero; their sd is not "
+            "identified by the data (only by its prior). Remove the term.",
+            DataWarning,
+            stacklevel=4,
+        )
     bd = BlockDesign(
         label=rb.factor_name,
         factor=rb.factor_name,
@@ -461,83 +497,3 @@ def _label_blocks(blocks: list[BlockDesign]) -> list[BlockDesign]:
         label = b.factor if k == 0 else f"{b.factor}.{k}"
         out.append(BlockDesign(label, b.factor, b.factor_vars, b.terms, b.levels, b.group_idx, b.Z))
     return out
-
-
-# ---------------------------------------------------------------------------
-# New data
-# ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NewDesign:
-    """A new data set encoded like the training data.
-
-    ``group_idx[k]`` is ``-1`` for rows whose level was not seen in training.
-    """
-
-    X: np.ndarray
-    group_idx: tuple[np.ndarray, ...]
-    Z: tuple[np.ndarray, ...]
-    new_levels: tuple[tuple[str, ...], ...]
-
-
-def encode_new_data(design: Design, newdata: pd.DataFrame, blocks: bool = True) -> NewDesign:
-    """Encode new data with the training encodings.
-
-    Parameters
-    ----------
-    design
-        The training design.
-    newdata
-        New rows. The response column is not needed.
-    blocks
-        Whether to encode the random-effect blocks too.
-
-    Returns
-    -------
-    NewDesign
-
-    Raises
-    ------
-    PredictionError
-        If a needed column is missing or a value cannot be encoded.
-    """
-    if design.encoders is None:
-        raise PredictionError("This design has no encoders; rebuild it from the data.")
-    if not isinstance(newdata, pd.DataFrame):
-        raise PredictionError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}.")
-    if newdata.shape[0] == 0:
-        raise PredictionError("newdata has no rows.")
-    needed = set(design.parsed.var_names) - set(design.parsed.response.var_names)  # y of np.log(y) too
-    if not blocks:
-        fixed_vars = {str(v) for t in design.parsed.fixed_terms for v in t.var_names}
-        needed -= {v for b in design.blocks for v in b.factor_vars} - fixed_vars
-    missing = sorted(v for v in needed if v not in newdata.columns)
-    if missing:
-        raise PredictionError(f"newdata lacks column(s) {missing} that the formula {design.parsed.text!r} uses.")
-    cols = sorted(needed)
-    nd = newdata.loc[:, cols].reset_index(drop=True)
-    na_cols = [c for c in cols if nd[c].isna().any()]
-    if na_cols:
-        raise PredictionError(f"newdata has missing values in column(s) {na_cols}; fill or drop those rows first.")
-    n = nd.shape[0]
-    enc = design.encoders
-    if enc.fixed is not None and len(design.fixed_names) > 0:
-        try:
-            Xn = np.asarray(enc.fixed.evaluate_new_data(nd).design_matrix, dtype=float).reshape(n, -1)
-        except Exception as exc:
-            raise PredictionError(f"Could not encode the fixed part on newdata: {exc}") from None
-        Xn = Xn[:, enc.kept_columns]
-    else:
-        Xn = np.zeros((n, 0))
-    idxs, Zs, news = [], [], []
-    if blocks:
-        for b, benc, lmap in zip(design.blocks, enc.blocks, enc.level_maps):
-            labels = _factor_labels(nd, b.factor_vars)
-            idx = np.fromiter((lmap.get(lab, -1) for lab in labels), dtype=np.int64, count=n)
-            try:
-                Zn = np.asarray(benc.evaluate_new_data(nd).design_matrix, dtype=float).reshape(n, -1)
-            except Exception as exc:
-                raise PredictionError(f"Could not encode the random term of {b.factor!r} on newdata: {exc}") from None
-            idxs.append(idx)
-            Zs.append(Zn)
-            news.append(tuple(sorted({lab for lab, i in zip(labels, idx) if i < 0})))
-    return NewDesign(X=Xn, group_idx=tuple(idxs), Z=tuple(Zs), new_levels=tuple(news))

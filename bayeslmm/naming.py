@@ -24,6 +24,8 @@ MU = "mu"
 LIKELIHOOD = "y"
 MARGINAL_LIKELIHOOD = "y_marginal"
 """Potential holding the collapsed (group effects integrated out) log-likelihood."""
+UNCONSTRAINED = "theta_unconstrained"
+"""The collapsed sampler's unconstrained parameter vector (internal; replaced by named variables after sampling)."""
 
 
 # Random-effect blocks --------------------------------------------------------------

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from . import naming, tables
-from .design import Design, NewDesign, _factor_labels, encode_new_data
+from .design import Design, _factor_labels
+from .newdata import NewDesign, encode_new_data
 from .errors import FormulaError, PredictionError
 from .formula import parse_formula
 

@@ -198,7 +198,8 @@ class Priors:
 # ---------------------------------------------------------------------------
 def _col_sd(v: np.ndarray) -> float:
     s = float(np.std(v, ddof=1)) if v.shape[0] > 1 else 0.0
-    return s if s > 0 else float(np.abs(v).mean())
+    m = float(np.abs(v).mean())
+    return s if s > 0 else (m if m > 0 else 1.0)  # an all-zero column scales like a constant 1
 
 
 def default_priors(design: Design) -> Priors:
@@ -300,3 +301,37 @@ def _check_support(entry: PriorEntry, prior: Prior, key: str) -> None:
         raise PriorError(
             f"The prior {prior} for {key!r} does not fit a {entry.cls} parameter; use one of {sorted(allowed)}."
         )
+    check_prior_params(prior, key)
+
+
+def check_prior_params(prior: Prior, key: str) -> None:
+    """Raise :class:`PriorError` if ``prior`` has parameters its distribution does not take, or lacks
+    required ones (PyMC silently ignores unknown keyword arguments such as ``sd=``)."""
+    import inspect
+
+    import pymc as pm
+
+    if prior.dist in CORR_DISTS:
+        takes, required = {"eta"}, set()
+    else:
+        params = inspect.signature(getattr(pm, prior.dist).dist).parameters.values()
+        named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        takes = {p.name for p in named}
+        required = {p.name for p in named if p.default is p.empty}
+    unknown = sorted(set(prior.kwargs) - takes)
+    missing = sorted(required - set(prior.kwargs))
+    if unknown or missing:
+        problem = f"unknown parameter(s) {unknown}" if unknown else f"no value for {missing}"
+        raise PriorError(f"The prior {prior} for {key!r} has {problem}; {prior.dist} takes {sorted(takes)}.")
+    positive = {"sigma", "tau", "lam", "nu", "b", "s", "eta", "scale", "beta"}
+    if prior.dist != "Cauchy":  # Cauchy's alpha is its location
+        positive.add("alpha")
+    bad = sorted(k for k, v in prior.params if k in positive and not v > 0)
+    if bad or (prior.dist == "Uniform" and not prior.kwargs.get("lower", 0.0) < prior.kwargs.get("upper", 1.0)):
+        what = f"parameter(s) {bad} must be positive" if bad else "needs lower < upper"
+        raise PriorError(f"The prior {prior} for {key!r} is not a valid {prior.dist}: {what}.")
+    if prior.dist not in CORR_DISTS:
+        try:
+            getattr(pm, prior.dist).dist(**prior.kwargs)
+        except Exception as exc:  # PyMC's own check of the parameterization (e.g. Gamma with no parameter)
+            raise PriorError(f"The prior {prior} for {key!r} is not a valid {prior.dist}: {exc}") from None

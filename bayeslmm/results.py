@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,20 @@ class FitBase:
 
     def fitted(self) -> pd.Series:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this fit (Bayesian or REML/ML) to one netCDF-4 file.
+
+        Read it back with :func:`bayeslmm.load`; no pickle is involved (see :mod:`bayeslmm.io`).
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
+        """
+        from .io import save
+
+        return save(self, path)
 
     def _series(self, values: np.ndarray, name: str) -> pd.Series:
         return pd.Series(values, index=self.design.frame.index, name=name)
@@ -194,12 +210,6 @@ class BayesFit(FitBase):
     ) -> pd.DataFrame:
         """broom.mixed's ``augment()``: the data plus ``.fitted``, ``.resid``, ``.lower``, ``.upper``."""
         return _tidy.augment(self, newdata, re_form, conf_level)
-
-    def save(self, path) -> Any:
-        """Write this fit to one netCDF-4 file; read it back with :func:`bayeslmm.load` (see :mod:`bayeslmm.io`)."""
-        from .io import save
-
-        return save(self, path)
 
     def reml(self, method: str = "REML"):
         """The REML (or ML) fit of the same formula and data, as a diagnostic and for :func:`bayeslmm.compare`."""

@@ -9,6 +9,7 @@ above 1.01 and low effective sample sizes are reported as
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -90,7 +91,9 @@ def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, 
         model=model,
         compute_convergence_checks=False,
     )
-    if settings.cores is not None:
+    if settings.sampler == "pymc":
+        kwargs["cores"] = settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
+    elif settings.cores is not None:
         kwargs["cores"] = settings.cores
     if settings.sampler == "pymc":
         kwargs["target_accept"] = settings.target_accept
@@ -187,3 +190,10 @@ def _warn(d: Diagnostics, target_accept: float) -> None:
             ConvergenceWarning,
             stacklevel=4,
         )
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

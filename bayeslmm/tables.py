@@ -40,17 +40,21 @@ def draws(idata, name: str) -> np.ndarray:
     return np.asarray(idata.posterior[name].values, dtype=float)
 
 
-def interval_names(prob: float) -> tuple[str, str]:
-    """brms's interval column names for a probability, e.g. ``("l-95% CI", "u-95% CI")``."""
-    pct = f"{100 * prob:g}"
-    return f"l-{pct}% CI", f"u-{pct}% CI"
-
-
 def _check_prob(prob: float) -> None:
     from .errors import BayesLMMError
 
-    if not isinstance(prob, (float, int)) or not 0 < prob < 1:
-        raise BayesLMMError(f"prob must be between 0 and 1, e.g. 0.95; got {prob!r}.")
+    if isinstance(prob, bool) or not isinstance(prob, (float, int)) or not 0 < prob < 1:
+        raise BayesLMMError(f"prob must be a number strictly between 0 and 1, e.g. 0.95; got {prob!r}.")
+
+
+def interval_names(prob: float) -> tuple[str, str]:
+    """brms's interval column names for a probability, e.g. ``("l-95% CI", "u-95% CI")``.
+
+    Raises ``BayesLMMError`` when ``prob`` is not a number in (0, 1).
+    """
+    _check_prob(prob)
+    pct = f"{100 * prob:g}"
+    return f"l-{pct}% CI", f"u-{pct}% CI"
 
 
 def summarise_draws(arr: np.ndarray, index: list | pd.Index, prob: float = 0.95, diagnostics: bool = True) -> pd.DataFrame:

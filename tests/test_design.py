@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayeslmm.design import build_design, encode_new_data
+from bayeslmm.design import build_design
+from bayeslmm.newdata import encode_new_data
 from bayeslmm.errors import BayesLMMError, DataError, DataWarning, PredictionError
 from bayeslmm.formula import parse_formula
 

@@ -1,0 +1,170 @@
+"""Cheap moment estimates of a design's variance components, and the choice of parameterisation.
+
+:func:`plan_parameterization` decides, per block, between the collapsed model
+(:mod:`bayeslmm.collapsed`) and the full model's centered or non-centered form.
+
+No optimisation and no REML: σ² comes from the residual of a joint
+no-pooling fit (least squares on X and every block's group-wise columns, by
+a few backfitting sweeps), and each block's variances from the spread of its
+own no-pooling group estimates minus their sampling variance (the ANOVA
+method of moments). That is enough to tell how informative the data of one
+group are about its effects:
+
+    κ_block = min over terms t of  median over groups g of  τ̂_t² (Z_g'Z_g)_tt / σ̂²,
+
+the ratio of the prior variance of a group effect to its variance given that
+group's data alone (n_g τ̂²/σ̂² for an intercept). With κ ≥ 1 the data dominate
+and the centered parameterisation samples well; with κ < 1 the prior dominates
+and the non-centered one avoids the funnel (Betancourt & Girolami 2015;
+Papaspiliopoulos, Roberts & Sköld 2007).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .design import BlockDesign, Design
+from .errors import BayesLMMError
+
+__all__ = ["Moments", "moment_estimates", "choose_parameterization", "plan_parameterization", "CENTERED_THRESHOLD"]
+
+#: κ at or above which a block is sampled centered.
+CENTERED_THRESHOLD = 1.0
+_SWEEPS = 8
+_RIDGE = 1e-8
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Moment estimates of one design.
+
+    Attributes
+    ----------
+    beta
+        Fixed effects of the joint no-pooling fit.
+    sigma
+        Residual sd.
+    block_sd
+        Per block, the sds of its terms (0 where the moment estimate is negative).
+    kappa
+        Per block label, the informativeness κ defined in the module docstring.
+    """
+
+    beta: np.ndarray
+    sigma: float
+    block_sd: tuple[np.ndarray, ...]
+    kappa: dict[str, float]
+
+
+def _group_gram(b: BlockDesign) -> np.ndarray:
+    """Per level, Z_g'Z_g, shape (levels, q, q)."""
+    out = np.empty((b.n_levels, b.q, b.q))
+    for s in range(b.q):
+        for t in range(s, b.q):
+            out[:, s, t] = out[:, t, s] = np.bincount(b.group_idx, weights=b.Z[:, s] * b.Z[:, t], minlength=b.n_levels)
+    return out
+
+
+def _group_fit(b: BlockDesign, gram: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Per-level least squares of r on the block's columns, (levels, q); lightly ridged."""
+    rhs = np.column_stack([np.bincount(b.group_idx, weights=b.Z[:, s] * r, minlength=b.n_levels) for s in range(b.q)])
+    scale = np.maximum(np.trace(gram, axis1=1, axis2=2) / b.q, 1.0)
+    return np.linalg.solve(gram + _RIDGE * scale[:, None, None] * np.eye(b.q), rhs[:, :, None])[:, :, 0]
+
+
+def _fitted(b: BlockDesign, effects: np.ndarray) -> np.ndarray:
+    return np.einsum("nq,nq->n", b.Z, effects[b.group_idx])
+
+
+def moment_estimates(design: Design) -> Moments:
+    """Moment estimates of β, σ and every block's sds, and each block's κ (see the module docstring)."""
+    X, y = design.X, design.y
+    grams = [_group_gram(b) for b in design.blocks]
+    effects = [np.zeros((b.n_levels, b.q)) for b in design.blocks]
+    beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    fits = [np.zeros_like(y) for _ in design.blocks]
+    for _ in range(_SWEEPS):
+        for k, b in enumerate(design.blocks):
+            partial = y - X @ beta - sum(f for j, f in enumerate(fits) if j != k)
+            effects[k] = _group_fit(b, grams[k], partial)
+            fits[k] = _fitted(b, effects[k])
+        if X.shape[1]:
+            beta = np.linalg.lstsq(X, y - sum(fits), rcond=None)[0]
+    resid = y - X @ beta - sum(fits)
+    used = X.shape[1] + sum(b.n_levels * b.q for b in design.blocks)
+    sigma2 = float(resid @ resid) / max(design.nobs - used, 1)
+    if not sigma2 > 0:
+        sigma2 = 1e-12 * float(np.var(y)) + 1e-300
+    e = y - X @ (np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0))
+    sds, kappa = [], {}
+    for b, gram in zip(design.blocks, grams):
+        own = _group_fit(b, gram, e)
+        full = np.linalg.matrix_rank(gram) == b.q
+        if full.sum() < 2:
+            sds.append(np.zeros(b.q))
+            kappa[b.label] = 0.0
+            continue
+        inv_diag = np.diagonal(np.linalg.inv(gram[full]), axis1=1, axis2=2)
+        tau2 = np.maximum(np.var(own[full], axis=0, ddof=1) - sigma2 * inv_diag.mean(axis=0), 0.0)
+        info = tau2[None, :] * np.diagonal(gram[full], axis1=1, axis2=2) / sigma2
+        sds.append(np.sqrt(tau2))
+        kappa[b.label] = float(np.median(info, axis=0).min())
+    return Moments(beta=beta, sigma=float(np.sqrt(sigma2)), block_sd=tuple(sds), kappa=kappa)
+
+
+def choose_parameterization(design: Design, moments: Moments | None = None) -> dict[str, str]:
+    """``{block label: "centered" | "noncentered"}`` for the full model, from each block's κ."""
+    moments = moments or moment_estimates(design)
+    return {b.label: "centered" if moments.kappa[b.label] >= CENTERED_THRESHOLD else "noncentered" for b in design.blocks}
+
+
+def plan_parameterization(
+    design: Design, collapse: bool | None = None, requested: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Per block label: ``"collapsed"``, ``"centered"`` or ``"noncentered"``.
+
+    Parameters
+    ----------
+    design
+        The design.
+    collapse
+        True: integrate the group effects out (an error if the design does not
+        allow it); False: the full model; None: collapse when the design allows
+        it and no ``requested`` parameterization asks for the full model.
+    requested
+        ``{block label: "centered" | "noncentered"}`` for the full model;
+        other blocks get the automatic choice of
+        :func:`choose_parameterization`.
+
+    Raises
+    ------
+    BayesLMMError
+        For an unknown label or value, ``collapse=True`` with a design that
+        cannot be collapsed, or ``collapse=True`` with a ``requested`` parameterization.
+    """
+    from .collapsed import MAX_Q, can_collapse  # collapsed imports this module
+
+    labels = [b.label for b in design.blocks]
+    requested = dict(requested or {})
+    for key, value in requested.items():
+        if key not in labels or value not in ("centered", "noncentered"):
+            raise BayesLMMError(
+                f"parameterization must map block labels {sorted(labels)} to 'centered' or 'noncentered'; "
+                f"got {key!r}: {value!r}."
+            )
+    if collapse not in (None, True, False):
+        raise BayesLMMError(f"collapse must be True, False or None (automatic), got {collapse!r}.")
+    possible = can_collapse(design)
+    if collapse is True and not possible:
+        raise BayesLMMError(
+            f"The group effects of {design.parsed.text!r} cannot be integrated out: that needs one grouping factor, "
+            f"or two nested ones, with at most {MAX_Q} terms each. Use collapse=None or False for the full model."
+        )
+    if collapse is True and requested:
+        raise BayesLMMError("parameterization= applies to the full model; drop it or pass collapse=False.")
+    if collapse is True or (collapse is None and possible and not requested):
+        return {label: "collapsed" for label in labels}
+    return {**choose_parameterization(design), **requested}

@@ -1,0 +1,312 @@
+"""Saving and loading fits (bayeslmm.io): exact round trips, and files that must not run code.
+
+Most tests go through ``to_tree``/``from_tree`` -- the same code as
+``save``/``load`` minus the netCDF write and read -- and edit the stored tree
+directly; the file tests write and read real netCDF-4 files.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import bayeslmm
+from bayeslmm import PersistenceError, io
+from bayeslmm.predict import predict
+
+
+def _data() -> pd.DataFrame:
+    rng = np.random.default_rng(4)
+    n = 48
+    g = np.repeat([f"s{i}" for i in range(8)], 6)
+    d = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "g": g,
+            "k": pd.Categorical(rng.choice(["lo", "mid", "hi"], n), categories=["mid", "lo", "hi", "unused"]),
+            "w": rng.integers(0, 3, n),
+        }
+    )
+    d["y"] = np.exp(1 + 0.5 * d["x"] + rng.normal(size=8)[np.repeat(range(8), 6)] + 0.3 * rng.normal(size=n))
+    d.index = [f"row{i}" for i in range(n)]
+    d.loc["row3", "x"] = np.nan  # one dropped row: n_dropped_rows must survive the round trip
+    return d
+
+
+FORMULA = "np.log(y) ~ x + k + C(w) + (1 + x | g)"
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return _data()
+
+
+@pytest.fixture(scope="module")
+def fit(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bayeslmm.lmer(FORMULA, data, draws=60, tune=60, chains=2, cores=1, random_seed=3, progressbar=False)
+
+
+def _newdata(data: pd.DataFrame) -> pd.DataFrame:
+    nd = data.drop(columns="y").dropna().iloc[:6].copy()
+    nd.loc[nd.index[0], "g"] = "never-seen"
+    return nd
+
+
+def _assert_same_fit(a, b, data) -> None:
+    pd.testing.assert_frame_equal(a.fixef(), b.fixef())
+    pd.testing.assert_frame_equal(a.VarCorr(), b.VarCorr())
+    pd.testing.assert_series_equal(a.fitted(), b.fitted())
+    for factor, table in a.ranef().items():
+        pd.testing.assert_frame_equal(table, b.ranef()[factor])
+    nd = _newdata(data)
+    for kwargs in ({}, {"re_form": "~0"}, {"kind": "response", "random_seed": 5}, {"new_levels": "sample", "random_seed": 2}):
+        pd.testing.assert_frame_equal(predict(a, nd, **kwargs), predict(b, nd, **kwargs))
+    assert str(a.summary()) == str(b.summary())
+
+
+def _tampered(tree: xr.DataTree, edit) -> xr.DataTree:
+    """A copy of a stored tree whose JSON metadata went through ``edit(meta)``."""
+    tree = tree.copy()
+    meta = json.loads(bytes(tree[io.META_GROUP][io.META_VAR].values).decode())
+    edit(meta)
+    payload = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    tree[io.META_GROUP] = xr.DataTree(xr.Dataset({io.META_VAR: (("meta_byte",), payload)}))
+    return tree
+
+
+# ---------------------------------------------------------------------------
+# Round trips
+# ---------------------------------------------------------------------------
+def test_tree_round_trip_restores_everything(fit, data):
+    before = data.copy()
+    back = io.from_tree(io.to_tree(fit))
+    _assert_same_fit(fit, back, data)
+    pd.testing.assert_frame_equal(back.design.frame, fit.design.frame)
+    np.testing.assert_array_equal(back.design.X, fit.design.X)
+    np.testing.assert_array_equal(back.design.y, fit.design.y)
+    assert back.design.n_dropped_rows == fit.design.n_dropped_rows == 1
+    assert back.priors == fit.priors
+    assert back.settings == fit.settings
+    assert back.diagnostics == fit.diagnostics
+    assert back.parameterization == fit.parameterization  # collapsed, when lmer picks the collapsed model
+    assert sorted(v.name for v in back.model.free_RVs) == sorted(v.name for v in fit.model.free_RVs)
+    assert io.META_GROUP not in back.idata.children
+    assert io.META_GROUP not in fit.idata.children and "bayeslmm_format" not in fit.idata.attrs  # to_tree copies
+    assert not any(k.startswith("bayeslmm_") for k in back.idata.attrs)
+    pd.testing.assert_frame_equal(data, before)
+
+
+def test_tree_round_trip_of_a_full_model(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        crossed = bayeslmm.lmer("np.log(y) ~ x + (1 | g) + (1 | k)", data, draws=40, tune=40, chains=1,
+                                random_seed=5, progressbar=False)
+    assert "collapsed" not in crossed.parameterization.values()  # crossed factors: the full model
+    back = io.from_tree(io.to_tree(crossed))
+    _assert_same_fit(crossed, back, data)
+    assert back.parameterization == crossed.parameterization
+
+
+def test_tree_round_trip_of_a_reml_fit(data):
+    reml = bayeslmm.lmer("np.log(y) ~ x + (1 | g)", data, method="REML")
+    back = io.from_tree(io.to_tree(reml))
+    assert type(back) is type(reml)
+    pd.testing.assert_frame_equal(back.fixef(), reml.fixef())
+    pd.testing.assert_frame_equal(back.VarCorr(), reml.VarCorr())
+    pd.testing.assert_series_equal(back.fitted(), reml.fitted())
+    assert back.REMLcrit() == reml.REMLcrit()
+    assert io.to_tree(back)[io.META_GROUP].identical(io.to_tree(reml)[io.META_GROUP])
+
+
+def test_formula_with_a_user_function_is_refused_at_save(data):
+    def double(v):
+        return 2 * v
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayeslmm.lmer("y ~ double(x) + (1 | g)", data, method="REML")
+    with pytest.raises(PersistenceError, match="double"):
+        io.to_tree(fit)
+
+
+def test_file_round_trip(fit, data, tmp_path):
+    path = tmp_path / "fit.nc"
+    assert fit.save(path) == path
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.nc"]  # one file, no temporary left
+    back = bayeslmm.load(path)
+    _assert_same_fit(fit, back, data)
+    assert back.priors == fit.priors and back.settings == fit.settings
+    plain = xr.open_datatree(path, engine="h5netcdf")  # a plain netCDF-4 file ArviZ can read
+    assert {"posterior", "sample_stats", io.META_GROUP} <= set(plain.children)
+    plain.close()
+
+
+def test_reml_file_round_trip_and_prediction(data, tmp_path):
+    reml = bayeslmm.lmer("np.log(y) ~ x + k + (1 | g)", data.dropna(), method="ML")
+    assert reml.save(tmp_path / "reml.nc") == tmp_path / "reml.nc"  # the method, as on a Bayesian fit
+    back = bayeslmm.load(tmp_path / "reml.nc")
+    assert back.method == "ML"
+    pd.testing.assert_frame_equal(back.fixef(), reml.fixef())
+    nd = _newdata(data)
+    pd.testing.assert_frame_equal(predict(back, nd), predict(reml, nd))
+
+
+def test_save_to_a_bad_place(fit, tmp_path):
+    with pytest.raises(PersistenceError, match="does not exist"):
+        fit.save(tmp_path / "no" / "such" / "dir" / "fit.nc")
+    with pytest.raises(PersistenceError, match="Could not write"):
+        fit.save(tmp_path)  # a folder
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------
+# Bad and hostile files
+# ---------------------------------------------------------------------------
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(PersistenceError, match="does not exist"):
+        bayeslmm.load(tmp_path / "nothing.nc")
+    junk = tmp_path / "junk.nc"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    with pytest.raises(PersistenceError):
+        bayeslmm.load(junk)
+    text = tmp_path / "fit.nc"
+    text.write_text("Reaction,Days\n1,2\n")
+    with pytest.raises(PersistenceError):
+        bayeslmm.load(text)
+    other = tmp_path / "other.nc"
+    xr.Dataset({"a": ("x", np.arange(3))}).to_netcdf(other, engine="h5netcdf")
+    with pytest.raises(PersistenceError, match="not a saved bayeslmm fit"):
+        bayeslmm.load(other)
+
+
+def test_a_datatree_that_is_not_a_bayeslmm_fit(fit):
+    with pytest.raises(PersistenceError, match="not a saved bayeslmm fit"):
+        io.from_tree(fit.idata)
+
+
+def test_newer_format_is_refused_clearly(fit):
+    tree = io.to_tree(fit)
+    tree.attrs["bayeslmm_format"] = io.FORMAT_VERSION + 1
+    with pytest.raises(PersistenceError, match="newer.*upgrade bayeslmm"):
+        io.from_tree(tree)
+
+
+@pytest.mark.parametrize("value", ["1", 1.0, True, "__import__('os')"])
+def test_modified_format_attribute(fit, value):
+    tree = io.to_tree(fit)
+    tree.attrs["bayeslmm_format"] = value
+    with pytest.raises(PersistenceError):
+        io.from_tree(tree)
+
+
+def test_modified_kind_attribute(fit):
+    tree = io.to_tree(fit)
+    tree.attrs["bayeslmm_kind"] = "reml"
+    with pytest.raises(PersistenceError, match="kind"):
+        io.from_tree(tree)
+
+
+def test_metadata_that_is_not_json(fit):
+    tree = io.to_tree(fit)
+    tree[io.META_GROUP] = xr.DataTree(xr.Dataset({io.META_VAR: (("meta_byte",), np.frombuffer(b"!!python/object:os.system", np.uint8))}))
+    with pytest.raises(PersistenceError, match="JSON"):
+        io.from_tree(tree)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ __import__('os').system('touch {marker}') + (1|g)",
+        "y ~ x + __import__('os').system('touch {marker}') + (1|g)",
+        "y ~ np.lib.npyio.os.system('touch {marker}') + x + (1|g)",
+        "y ~ np.log.__class__('touch {marker}') + x + (1|g)",
+        "y ~ numpy.testing.os.system('touch {marker}') + (1|g)",
+        "y ~ eval('open(\"{marker}\", \"w\")') + (1|g)",
+        "y ~ open('{marker}', 'w') + (1|g)",
+        "y ~ exec('import os') + (1|g)",
+    ],
+)
+def test_formula_holding_code_does_not_run(fit, tmp_path, formula):
+    marker = tmp_path / "pwned"
+    hostile = formula.format(marker=marker)
+
+    def edit(meta):
+        meta["design"]["formula"] = hostile
+
+    with pytest.raises(PersistenceError):
+        io.from_tree(_tampered(io.to_tree(fit), edit))
+    assert not marker.exists()
+
+
+def _set(path: tuple, value):
+    def edit(meta):
+        node = meta
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set(("design", "formula"), {"!!python/object/apply:os.system": ["touch /tmp/x"]}),
+        _set(("design", "formula"), "!!python/object/apply:os.system ['touch /tmp/x']"),
+        _set(("design", "frame", "columns", 0, "dtype"), "!!python/object:os.system"),
+        _set(("design", "frame", "columns", 0, "values", 0), "!!python/object:os.system"),
+        _set(("design", "frame", "nrow"), "47"),
+        _set(("design", "fixed_names"), ["(Intercept)"]),
+        _set(("design", "n_dropped_rows"), 1.5),
+        _set(("priors", "entries", 0, "prior", "dist"), "set_data"),
+        _set(("priors", "entries", 0, "prior", "dist"), "HalfNormal"),
+        _set(("priors", "entries", 0, "prior", "sigma"), "1"),
+        _set(("priors", "entries", 0, "prior", "__class__"), 1.0),
+        _set(("settings", "draws"), "!!python/object:int"),
+        _set(("settings", "chains"), True),
+        _set(("diagnostics", "divergences"), None),
+        _set(("parameterization",), {"g": "!!python/object"}),
+        _set(("kind",), "pickle"),
+        _set(("format",), 2),
+    ],
+)
+def test_tampered_metadata_is_refused(fit, edit):
+    with pytest.raises(PersistenceError):
+        io.from_tree(_tampered(io.to_tree(fit), edit))
+
+
+def test_frame_with_renamed_level_no_longer_matches(fit):
+    def edit(meta):
+        col = next(c for c in meta["design"]["frame"]["columns"] if c["name"] == "g")
+        col["values"] = ["zz" if v == "s0" else v for v in col["values"]]
+
+    with pytest.raises(PersistenceError, match="does not rebuild"):
+        io.from_tree(_tampered(io.to_tree(fit), edit))
+
+
+def test_posterior_that_does_not_match_the_design(fit):
+    tree = io.to_tree(fit)
+    tree["posterior"] = xr.DataTree(tree["posterior"].to_dataset().drop_vars("sigma"))
+    with pytest.raises(PersistenceError, match="sigma"):
+        io.from_tree(tree)
+
+
+def test_file_with_newer_format_and_tampering(fit, tmp_path):
+    marker = tmp_path / "pwned"
+    tree = _tampered(io.to_tree(fit), _set(("design", "formula"), f"y ~ __import__('os').system('touch {marker}') + (1|g)"))
+    tree.to_netcdf(tmp_path / "evil.nc", engine="h5netcdf")
+    with pytest.raises(PersistenceError):
+        bayeslmm.load(tmp_path / "evil.nc")
+    assert not marker.exists()
+    tree = io.to_tree(fit)
+    tree.attrs["bayeslmm_format"] = 99
+    tree.to_netcdf(tmp_path / "new.nc", engine="h5netcdf")
+    with pytest.raises(PersistenceError, match="format 99"):
+        bayeslmm.load(tmp_path / "new.nc")
