@@ -7,7 +7,7 @@
 
 from . import datasets
 from .api import lmer
-from .checks import compare_models
+from .fitstats import compare_models
 from .compare import compare
 from .errors import (
     BayesLMMError,

@@ -8,7 +8,7 @@ import pandas as pd
 from formulae.environment import Environment
 
 from . import naming
-from .checks import add_log_likelihood
+from .fitstats import add_log_likelihood
 from .collapsed import build_collapsed_model, plan_parameterization
 from .design import Design, build_design, default_env
 from .errors import BayesLMMError

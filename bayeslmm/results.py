@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import checks as _checks, pooling as _pooling, predict as _predict, tidy as _tidy
+from . import fitstats as _fitstats, pooling as _pooling, predict as _predict, tidy as _tidy
 from . import naming, tables
 from .design import Design
 from .priors import Priors
@@ -175,23 +175,23 @@ class BayesFit(FitBase):
 
     def posterior_predictive(self, random_seed: int | None = None) -> Any:
         """Add ``y_rep`` draws as the ``posterior_predictive`` group of ``idata`` and return ``idata``."""
-        return _checks.posterior_predictive(self, random_seed)
+        return _fitstats.posterior_predictive(self, random_seed)
 
     def loo(self, pointwise: bool = True) -> Any:
         """PSIS-LOO cross-validation (:func:`arviz.loo`) from the stored pointwise log-likelihood."""
-        return _checks.loo(self, pointwise)
+        return _fitstats.loo(self, pointwise)
 
-    def waic(self) -> "_checks.WAIC":
+    def waic(self) -> "_fitstats.WAIC":
         """WAIC, computed from the pointwise log-likelihood (ArviZ 1.x has no ``waic``)."""
-        return _checks.waic(self)
+        return _fitstats.waic(self)
 
     def r2(self, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
         """Bayesian R², marginal and conditional; ``summary=False`` gives the draws."""
-        return _checks.r2(self, prob, summary)
+        return _fitstats.r2(self, prob, summary)
 
     def icc(self, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
         """Intraclass correlation per grouping factor; ``summary=False`` gives the draws."""
-        return _checks.icc(self, prob, summary)
+        return _fitstats.icc(self, prob, summary)
 
     def pooling(self, factor: str | None = None) -> pd.DataFrame:
         """Complete, no and partial pooling estimates per level of a grouping factor."""

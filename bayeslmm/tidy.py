@@ -154,10 +154,10 @@ def glance(fit: Any) -> pd.DataFrame:
     pandas.DataFrame
         ``nobs``, ``sigma`` (posterior mean), ``elpd_loo``, ``p_loo``,
         ``looic`` (−2 elpd_loo), ``waic`` (−2 elpd_waic), ``r2_marginal``,
-        ``r2_conditional`` (posterior means of :func:`bayeslmm.checks.r2`),
+        ``r2_conditional`` (posterior means of :func:`bayeslmm.fitstats.r2`),
         ``divergences``, ``draws`` (per chain) and ``chains``.
     """
-    from .checks import loo, r2, waic
+    from .fitstats import loo, r2, waic
 
     lo = loo(fit, pointwise=False)
     rr = r2(fit)["Estimate"]

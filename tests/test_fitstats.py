@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import bayeslmm
-from bayeslmm import BayesLMMError, checks, naming
+from bayeslmm import BayesLMMError, fitstats, naming
 from bayeslmm.api import design_for
 from bayeslmm.predict import ParamDraws
 from bayeslmm.tables import draws
@@ -68,22 +68,22 @@ def test_log_likelihood_is_computed_when_not_stored(sleep_fit, monkeypatch):
     assert lazy.loo().elpd == pytest.approx(sleep_fit.loo().elpd, rel=1e-12)
     assert lazy.waic().elpd_waic == pytest.approx(sleep_fit.waic().elpd_waic, rel=1e-12)
     assert "log_likelihood" not in lazy.idata.children  # computed, not stored
-    monkeypatch.setattr(checks, "MAX_STORED_VALUES", 1000)
-    assert checks.add_log_likelihood(lazy.design, lazy.idata) is False
+    monkeypatch.setattr(fitstats, "MAX_STORED_VALUES", 1000)
+    assert fitstats.add_log_likelihood(lazy.design, lazy.idata) is False
     assert "log_likelihood" not in lazy.idata.children
 
 
 def test_waic_formulas_on_a_known_case():
     # With identical draws there is no posterior variance: p_waic = 0, elpd = sum of log-densities.
     ll = np.tile(np.log([0.2, 0.5, 0.1]), (40, 1))
-    w = checks.waic_from_log_likelihood(ll)
+    w = fitstats.waic_from_log_likelihood(ll)
     assert w.p_waic == pytest.approx(0.0, abs=1e-12)
     assert w.elpd_waic == pytest.approx(np.log([0.2, 0.5, 0.1]).sum())
     assert w.waic == pytest.approx(-2 * w.elpd_waic)
     assert not w.warning
     # Two equally likely draws per point: lppd = log of the average likelihood.
     ll2 = np.log(np.array([[0.1, 0.4], [0.3, 0.2]]))
-    w2 = checks.waic_from_log_likelihood(ll2)
+    w2 = fitstats.waic_from_log_likelihood(ll2)
     np.testing.assert_allclose(w2.elpd_i + w2.p_i, np.log([0.2, 0.3]))
     np.testing.assert_allclose(w2.p_i, ll2.var(axis=0, ddof=1))
 
@@ -171,8 +171,8 @@ def test_icc_with_crossed_factors_and_without_intercept():
         return PointFit(design, params)
 
     # Crossed factors: each factor's share of the total variance tau_a^2 + tau_b^2 + sigma^2.
-    vals = checks.icc(fit_of("y ~ x + (1 | a) + (1 | b)", [[[3.0]], [[1.0]]]), summary=False)
+    vals = fitstats.icc(fit_of("y ~ x + (1 | a) + (1 | b)", [[[3.0]], [[1.0]]]), summary=False)
     assert vals["a"].iloc[0] == pytest.approx(3 / (3 + 1 + 4))
     assert vals["b"].iloc[0] == pytest.approx(1 / (3 + 1 + 4))
     with pytest.raises(BayesLMMError, match="random intercept"):
-        checks.icc(fit_of("y ~ x + (0 + x | a)", [[[3.0]]]))
+        fitstats.icc(fit_of("y ~ x + (0 + x | a)", [[[3.0]]]))
