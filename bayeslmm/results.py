@@ -152,7 +152,7 @@ class BayesFit(FitBase):
         if self.design.dropped_fixed:
             footer.append(f"fixed-effect model matrix is rank deficient: dropped {list(self.design.dropped_fixed)}")
         return ModelSummary(
-            title="Bayesian linear mixed model fit by NUTS (PyMC)",
+            title=f"Bayesian linear mixed model fit by NUTS ({'PyMC' if s.sampler == 'pymc' else s.sampler})",
             header=header,
             random=random,
             groups=groups_line(self.design),

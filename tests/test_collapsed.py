@@ -468,3 +468,27 @@ def test_defaults_give_no_divergences_and_record_the_choice():
     assert set(pen.parameterization.values()) <= {"centered", "noncentered"}
     assert "collapsed" not in pen.summary().footer[0]
     assert "collapsed" in bayes_fit("pastes").summary().footer[0]
+
+
+def test_nutpie_samples_the_same_collapsed_posterior():
+    # sampler="nutpie" (the `fast` extra) runs nutpie's NUTS on the same numba log posterior,
+    # compiling no PyTensor graph; its posterior must agree with PyMC's NUTS within 3 MCSE
+    # (Bonferroni-corrected over the parameters) and be reproducible from the seed.
+    pytest.importorskip("nutpie")
+    opts = dict(draws=1000, tune=1000, chains=4, random_seed=20261122, progressbar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayeslmm.lmer(case("sleep_slopes")["formula"], case_data("sleep_slopes"), sampler="nutpie", **opts)
+        again = bayeslmm.lmer(case("sleep_slopes")["formula"], case_data("sleep_slopes"), sampler="nutpie", **opts)
+    assert set(fit.parameterization.values()) == {"collapsed"}
+    assert "NUTS (nutpie)" in str(fit.summary())
+    assert fit.diagnostics.divergences == 0
+    np.testing.assert_array_equal(fit.idata.posterior[naming.SIGMA].values, again.idata.posterior[naming.SIGMA].values)
+    a, b = parameter_draws(fit), parameter_draws(bayes_fit("sleep_slopes"))
+    assert set(a) == set(b)
+    zmax = bonferroni_z(len(a))
+    for key in a:
+        se = np.hypot(float(az.mcse(a[key], method="mean")), float(az.mcse(b[key], method="mean")))
+        assert abs(float(a[key].mean() - b[key].mean())) < zmax * se, key
+    ranef = fit.ranef()["Subject"]  # the exact group-effect draws are added as for PyMC
+    assert ranef.shape == (18, 2)
