@@ -315,7 +315,10 @@ def r2_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
     return {"marginal": v_f / total, "conditional": v_mu / total}
 
 
-def _summary(values: dict[str, np.ndarray], prob: float, index_name: str) -> pd.DataFrame:
+def _summary(values: dict[str, np.ndarray], prob: float, index_name: str, summary: bool = True) -> pd.DataFrame:
+    """Named draws as a table: one summary row per name, or (``summary=False``) the draws themselves."""
+    if not summary:
+        return pd.DataFrame(values)
     flat = np.column_stack(list(values.values()))
     df = tables.summarise_draws(flat[None], list(values), prob, diagnostics=False)
     df.index.name = index_name
@@ -335,10 +338,7 @@ def r2(fit: Any, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
         ``True``: rows ``marginal``, ``conditional`` with ``Estimate``,
         ``Est.Error`` and the interval. ``False``: the draws, one row per draw.
     """
-    values = r2_draws(fit.design, fit_params(fit))
-    if not summary:
-        return pd.DataFrame(values)
-    return _summary(values, prob, "R2")
+    return _summary(r2_draws(fit.design, fit_params(fit)), prob, "R2", summary)
 
 
 def icc_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
@@ -383,7 +383,4 @@ def icc(fit: Any, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
         ``True``: one row per factor with ``Estimate``, ``Est.Error`` and the
         interval. ``False``: the draws, one column per factor.
     """
-    values = icc_draws(fit.design, fit_params(fit))
-    if not summary:
-        return pd.DataFrame(values)
-    return _summary(values, prob, "factor")
+    return _summary(icc_draws(fit.design, fit_params(fit)), prob, "factor", summary)
