@@ -89,3 +89,19 @@ def test_sbc_crossed_slow():
           f"divergent fits: {(result.divergences > 0).sum()}")
     print(result.table().to_string())
     _assert_calibrated(result, ["(Intercept)", "x", "sd((Intercept)|a)", "sd((Intercept)|b)", "sigma"])
+
+
+@pytest.mark.slow
+def test_sbc_nested_collapsed_slow():
+    # the collapsed model's nested algebra: inner groups integrated within each outer group
+    rng = np.random.default_rng(41)
+    a = np.repeat([f"a{i}" for i in range(8)], 9)
+    b = np.tile(np.repeat(["b0", "b1", "b2"], 3), 8)
+    data = pd.DataFrame({"a": a, "b": b, "x": rng.normal(size=a.size)})
+    priors = {"(Intercept)": N01, "x": N01, "sigma": HN1, "a": HN1, "b:a": HN1}
+    result = sbc("y ~ x + (1|a/b)", data, n_sims=200, priors=priors, draws=250, tune=300, chains=2, random_seed=9)
+    print("\nSBC y ~ x + (1|a/b):", result.settings | {"priors": "see test"},
+          f"divergent fits: {(result.divergences > 0).sum()}")
+    print(result.table().to_string())
+    assert set(result.settings["parameterization"].values()) == {"collapsed"}
+    _assert_calibrated(result, ["(Intercept)", "x", "sd((Intercept)|b:a)", "sd((Intercept)|a)", "sigma"])
