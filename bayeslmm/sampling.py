@@ -62,6 +62,25 @@ class SamplerSettings:
             )
 
 
+#: Largest number of sampled coordinates for which PyMC's NUTS adapts a dense mass matrix.
+DENSE_MASS_MAX_DIM = 100
+
+
+def mass_matrix(model: pm.Model) -> str:
+    """``"full"`` (dense) for models of at most :data:`DENSE_MASS_MAX_DIM` coordinates, else ``"diag"``.
+
+    In the full model with centered blocks, the intercept and the mean of a
+    factor's group effects are strongly (negatively) correlated a posteriori:
+    only their sum is well determined. A diagonal mass matrix cannot follow that
+    ridge, so NUTS takes tiny steps and deep trees and diverges now and then
+    (crossed Penicillin: step size 0.05, tree depth 6, divergences). A dense
+    mass matrix removes the linear correlation (tree depth 3, no divergences,
+    about 5 times the ESS). Its adaptation costs O(d³) per tuning step, hence the cap.
+    """
+    dim = sum(int(np.prod(v.shape)) for v in model.initial_point().values())
+    return "full" if dim <= DENSE_MASS_MAX_DIM else "diag"
+
+
 def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, Any] | None = None):
     """Sample a model with NUTS.
 
@@ -93,14 +112,13 @@ def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, 
     )
     if settings.sampler == "pymc":
         kwargs["cores"] = settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
-    elif settings.cores is not None:
-        kwargs["cores"] = settings.cores
-    if settings.sampler == "pymc":
         kwargs["target_accept"] = settings.target_accept
+        kwargs["init"] = f"jitter+adapt_{mass_matrix(model)}"
         if initvals:
             kwargs["initvals"] = dict(initvals)
-            kwargs["init"] = "jitter+adapt_diag"
     else:
+        if settings.cores is not None:
+            kwargs["cores"] = settings.cores
         kwargs["nuts_sampler_kwargs"] = {"target_accept": settings.target_accept}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=RuntimeWarning)

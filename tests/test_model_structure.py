@@ -112,6 +112,16 @@ def test_group_effects_are_gathered_not_dense(df):
     np.testing.assert_allclose(logp, norm.logpdf(d.y, mu, sigma).sum(), rtol=1e-8)
 
 
+def test_mass_matrix_is_dense_for_small_models(df, monkeypatch):
+    from bayeslmm import sampling
+
+    _, m = build("y ~ x + (1|g) + (1|h)", df)  # 2 + 1 + 8 + 1 + 4 + 1 (sigma) = 17 coordinates
+    assert sum(v.size for v in m.initial_point().values()) == 17
+    assert sampling.mass_matrix(m) == "full"
+    monkeypatch.setattr(sampling, "DENSE_MASS_MAX_DIM", 16)
+    assert sampling.mass_matrix(m) == "diag"
+
+
 def test_centered_parameterization(df):
     _, m = build("y ~ x + (x|g) + (1|h)", df, parameterization={"g": "centered", "h": "centered"})
     assert {"r_g", "r_h"} <= free_names(m)
