@@ -2,15 +2,20 @@
 
 Run as ``python benchmarks/bench_sampling.py`` after ``bash benchmarks/setup_bambi.sh``
 (Bambi 0.21 pins formulae<0.7, so it lives in its own venv,
-``benchmarks/.venv-bambi``). Every fit runs in a fresh subprocess of its own
-system's Python, with default settings except the seed: 4 chains × 1000
-draws after 1000 tuning steps. Options: ``--cases`` (a subset), ``--skip-bambi``,
-``--skip-scale``, ``--skip-cold``, ``--json PATH`` (save the raw results).
+``benchmarks/.venv-bambi``, with nutpie). Every fit runs in a fresh subprocess of
+its own system's Python, with default settings except the seed: 4 chains × 1000
+draws after 1000 tuning steps. Bambi runs once per sampler in
+``--bambi-samplers`` (default ``pymc nutpie``), each as
+``model.fit(inference_method=SAMPLER, ...)``; the ratio column compares
+bayeslmm with Bambi's best sampler on each case, the one with the highest
+ESS/s. Options: ``--cases`` (a subset), ``--skip-bambi``,
+``--bambi-samplers``, ``--bambi-timeout``, ``--skip-scale``, ``--skip-cold``,
+``--json PATH`` (save the raw results).
 
 Inside each subprocess the data are made first, then one untimed warm-up fit
 of the same formula on at most 500 rows (2 draws, 1 chain) compiles what can be
-compiled, then the timed fit runs: "wall s" is formula -> posterior of that
-fit. ESS is the minimum bulk ESS (``arviz.ess``) over the population-level
+compiled (PyMC's C code, or nutpie's numba functions), then the timed fit
+runs: "wall s" is formula -> posterior of that fit. ESS is the minimum bulk ESS (``arviz.ess``) over the population-level
 parameters both systems have: fixed effects, group-level sds and
 correlations, residual sd (not the group effects). ESS/s = ESS / wall s.
 
@@ -23,6 +28,7 @@ with empty PyTensor and numba caches.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -53,6 +59,7 @@ CASES: dict[str, tuple[str, str]] = {
 SCALE = ("y ~ x + (x | g)", "sim:1000000:10000")
 SEED = 20261122
 SETTINGS = dict(draws=1000, tune=1000, chains=4)
+BAMBI_SAMPLERS = ("pymc", "nutpie")  # values of Bambi's ``inference_method``
 
 
 # ---------------------------------------------------------------------------
@@ -107,11 +114,12 @@ def _fit_bayeslmm(formula: str, data: pd.DataFrame, **kw: Any) -> tuple[Any, flo
     return fit, _min_ess(arrays), div, dict(fit.parameterization)
 
 
-def _fit_bambi(formula: str, data: pd.DataFrame, **kw: Any) -> tuple[Any, float, int, dict]:
+def _fit_bambi(formula: str, data: pd.DataFrame, sampler: str = "pymc", **kw: Any) -> tuple[Any, float, int, dict]:
+    """Fit with Bambi's defaults; ``sampler`` is ``inference_method`` ("pymc", "nutpie", ...)."""
     import bambi as bmb
 
     model = bmb.Model(formula, data)
-    idata = model.fit(random_seed=kw.pop("random_seed"), progressbar=False, **kw)
+    idata = model.fit(inference_method=sampler, random_seed=kw.pop("random_seed"), progressbar=False, **kw)
     post = idata.posterior
     arrays = []
     for name, da in post.data_vars.items():
@@ -123,10 +131,16 @@ def _fit_bambi(formula: str, data: pd.DataFrame, **kw: Any) -> tuple[Any, float,
 
 
 def worker(system: str, formula: str, source: str) -> dict:
-    """Fit once untimed on ≤500 rows, then time the real fit; return the row as a dict."""
+    """Fit once untimed on ≤500 rows, then time the real fit; return the row as a dict.
+
+    ``system`` is ``bayeslmm`` or ``bambi:SAMPLER`` (SAMPLER is Bambi's ``inference_method``).
+    """
     warnings.simplefilter("ignore")
     data = load(source)
-    fit_fn = _fit_bayeslmm if system == "bayeslmm" else _fit_bambi
+    if system.startswith("bayeslmm"):
+        fit_fn = functools.partial(_fit_bayeslmm, sampler=system.partition(":")[2] or "pymc")
+    else:
+        fit_fn = functools.partial(_fit_bambi, sampler=system.partition(":")[2] or "pymc")
     small = data.sample(n=500, random_state=0) if len(data) > 500 else data
     fit_fn(formula, small, draws=2, tune=2, chains=1, random_seed=1)
     t0 = time.perf_counter()
@@ -178,22 +192,50 @@ def cold_start() -> dict:
     return {"wall_s": wall, "returncode": proc.returncode, "diagnostics": div}
 
 
-def fmt_table(rows: dict[str, dict], title: str, ratio: dict[str, float] | None = None) -> str:
-    lines = [title, f"{'case':<12}{'wall s':>9}{'min ESS':>10}{'ESS/s':>10}{'diverg.':>9}{'ours/Bambi':>12}  model"]
+def fmt_table(rows: dict[str, dict], title: str, best: dict[str, dict] | None = None) -> str:
+    """One system's rows; with ``best``, add bayeslmm's ESS/s ratio to Bambi's best sampler."""
+    head = f"{'case':<12}{'wall s':>9}{'min ESS':>10}{'ESS/s':>10}{'diverg.':>9}"
+    if best is not None:
+        head += f"{'ours/Bambi':>12}  {'best Bambi':<11}"
+    lines = [title, head + "  model"]
     for case, r in rows.items():
         if "error" in r:
             lines.append(f"{case:<12}  error: {r['error'].splitlines()[-1] if r['error'] else '?'}")
             continue
-        rr = f"{ratio[case]:.1f}x" if ratio and case in ratio else ""
+        line = f"{case:<12}{r['wall_s']:>9.1f}{r['min_bulk_ess']:>10.0f}{r['ess_per_s']:>10.1f}{r['divergences']:>9d}"
+        if best is not None:
+            b = best.get(case)
+            line += f"{b['ratio']:>11.1f}x  {b['sampler']:<11}" if b else f"{'':>12}  {'':<11}"
         model = ", ".join(sorted(set(r.get("parameterization", {}).values()))) or "default"
-        lines.append(f"{case:<12}{r['wall_s']:>9.1f}{r['min_bulk_ess']:>10.0f}{r['ess_per_s']:>10.1f}{r['divergences']:>9d}{rr:>12}  {model}")
+        lines.append(f"{line}  {model}")
     return "\n".join(lines)
+
+
+def best_bambi(ours: dict[str, dict], bambi: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Per case, Bambi's sampler with the highest ESS/s and bayeslmm's ESS/s ratio to it.
+
+    ``bambi`` maps sampler -> case -> row. Cases where bayeslmm failed or every
+    Bambi sampler failed are left out.
+    """
+    best: dict[str, dict] = {}
+    for case, r in ours.items():
+        ok = {s: rows[case] for s, rows in bambi.items() if case in rows and "error" not in rows[case]}
+        if "error" in r or not ok:
+            continue
+        sampler = max(ok, key=lambda s: ok[s]["ess_per_s"])
+        best[case] = {"sampler": sampler, "ess_per_s": ok[sampler]["ess_per_s"],
+                      "ratio": r["ess_per_s"] / ok[sampler]["ess_per_s"]}
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--skip-bambi", action="store_true")
+    ap.add_argument("--bambi-samplers", nargs="+", default=list(BAMBI_SAMPLERS), metavar="SAMPLER",
+                    help="Bambi inference_method values to run, one subprocess each (default: %(default)s)")
+    ap.add_argument("--ours-nutpie", action="store_true",
+                    help="also time bayeslmm with sampler='nutpie' (the `fast` extra), reported apart from the defaults")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -210,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_bambi and not BAMBI.exists():
         print(f"{BAMBI} is missing: run `bash benchmarks/setup_bambi.sh` first, or pass --skip-bambi.", file=sys.stderr)
         return 1
-    results: dict[str, Any] = {"ours": {}, "bambi": {}}
+    samplers = [] if args.skip_bambi else args.bambi_samplers
+    # results["bambi"][sampler][case] is one Bambi row; results["best"][case] names the best sampler.
+    results: dict[str, Any] = {"ours": {}, "bambi": {s: {} for s in samplers}}
     if not args.skip_cold:
         results["cold"] = cold_start()
         print("cold", results["cold"], flush=True)
@@ -221,19 +265,26 @@ def main(argv: list[str] | None = None) -> int:
         formula, source = CASES[case]
         results["ours"][case] = run_sub(OURS, ["--worker", "bayeslmm", formula, source])
         print(case, "bayeslmm", results["ours"][case], flush=True)
-        if not args.skip_bambi:
-            results["bambi"][case] = run_sub(BAMBI, ["--worker", "bambi", formula, source], timeout=args.bambi_timeout)
-            print(case, "bambi", results["bambi"][case], flush=True)
-    ratio = {
-        c: results["ours"][c]["ess_per_s"] / results["bambi"][c]["ess_per_s"]
-        for c in results["bambi"]
-        if "error" not in results["bambi"][c] and "error" not in results["ours"].get(c, {"error": 1})
-    }
+        if args.ours_nutpie:
+            row = run_sub(OURS, ["--worker", "bayeslmm:nutpie", formula, source])
+            results.setdefault("ours_nutpie", {})[case] = row
+            print(case, "bayeslmm nutpie", row, flush=True)
+        for sampler in samplers:
+            row = run_sub(BAMBI, ["--worker", f"bambi:{sampler}", formula, source], timeout=args.bambi_timeout)
+            results["bambi"][sampler][case] = row
+            print(case, f"bambi {sampler}", row, flush=True)
+    results["best"] = best_bambi(results["ours"], results["bambi"])
     print()
-    print(fmt_table(results["ours"], f"bayeslmm (defaults; {sys.version.split()[0]}, {os.cpu_count()} cores)", ratio))
-    if results["bambi"]:
+    title = f"bayeslmm (defaults; {sys.version.split()[0]}, {os.cpu_count()} cores)"
+    print(fmt_table(results["ours"], title, results["best"] if samplers else None))
+    if "ours_nutpie" in results:
         print()
-        print(fmt_table(results["bambi"], "Bambi 0.21 (defaults)"))
+        best_np = best_bambi(results["ours_nutpie"], results["bambi"])
+        print(fmt_table(results["ours_nutpie"], "bayeslmm, sampler='nutpie' (the fast extra; not the default)",
+                        best_np if samplers else None))
+    for sampler, rows in results["bambi"].items():
+        print()
+        print(fmt_table(rows, f"Bambi 0.21, inference_method={sampler!r} (defaults)"))
     if "scale" in results and "error" not in results["scale"]:
         s = results["scale"]
         print(f"\nscale: 1,000,000 rows x 10,000 groups (x | g): {s['wall_s']:.1f} s, peak memory {s['peak_mb']:.0f} MB, "
