@@ -214,6 +214,46 @@ class CollapsedPosterior:
         return spec.forward(value)
 
 
+def laplace_sd(value_grad, x: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:
+    """Posterior sds of the Laplace approximation at ``x``: sqrt(diag((-H)⁻¹)).
+
+    The Hessian H is taken by central differences of the gradient (2·d
+    gradient calls). Where -H is not positive definite (``x`` far from a
+    mode), ones are returned, PyMC's own default scale.
+    """
+    d = x.size
+    H = np.empty((d, d))
+    for j in range(d):
+        h = rel_step * max(1.0, abs(x[j]))
+        e = np.zeros(d)
+        e[j] = h
+        H[:, j] = (value_grad(x + e)[1] - value_grad(x - e)[1]) / (2 * h)
+    H = 0.5 * (H + H.T)
+    try:
+        cov = np.linalg.inv(np.linalg.cholesky(-H))
+        sd = np.sqrt(np.einsum("ij,ij->j", cov, cov))
+    except np.linalg.LinAlgError:
+        return np.ones(d)
+    return sd if np.all(np.isfinite(sd)) and np.all(sd > 0) else np.ones(d)
+
+
+def _chain_starts(
+    posterior: CollapsedPosterior, initvals: Mapping[str, Any] | None, chains: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Starting points per chain, and the Laplace sds at the start (the initial mass-matrix scales).
+
+    The chains start at ``initvals`` (or the moment estimates) plus a uniform
+    jitter of up to two Laplace sds per coordinate, capped at PyMC's ±1:
+    over-dispersed for R-hat, but on the right scale for every coordinate.
+    Compiles the numba kernel (first call) before any sampler forks or threads.
+    """
+    base = posterior.start(initvals)
+    posterior.logp_dlogp(base)
+    scale = laplace_sd(posterior.logp_dlogp, base)
+    width = np.minimum(2 * scale, _JITTER)
+    return [base + rng.uniform(-1.0, 1.0, base.shape) * width for _ in range(chains)], scale
+
+
 class _ValueGrad:
     """What PyMC's NUTS expects of its compiled logp/dlogp function, backed by numba."""
 
@@ -242,17 +282,16 @@ class _ValueGrad:
 def sample_collapsed(posterior: CollapsedPosterior, settings: SamplerSettings, initvals: Mapping[str, Any] | None = None):
     """Run PyMC's NUTS on the collapsed posterior; return a ``DataTree`` with the full model's variables.
 
-    Chains start at ``initvals`` (or the moment estimates) plus PyMC's jitter
-    and run in parallel on every available CPU unless ``settings.cores`` says
+    Chains start at ``initvals`` (or the moment estimates) plus a jitter of up
+    to two Laplace-approximation sds (:func:`laplace_sd`, which also gives the
+    initial mass matrix), and run in parallel on every available CPU unless ``settings.cores`` says
     otherwise; the group effects are then drawn exactly by
     :func:`bayeslmm.collapsed.add_group_effects`. The same seed gives the same draws.
     """
     settings.validate()
     seeds = np.random.SeedSequence(settings.random_seed).spawn(2)
     rng = np.random.default_rng(seeds[0])
-    base = posterior.start(initvals)
-    starts = [base + rng.uniform(-_JITTER, _JITTER, base.shape) for _ in range(settings.chains)]
-    posterior.logp_dlogp(starts[0])  # compile here, once, before PyMC forks its workers
+    starts, scale = _chain_starts(posterior, initvals, settings.chains, rng)
     with pm.Model() as proxy:
         theta = pm.Flat(naming.UNCONSTRAINED, shape=posterior.size)
     value = proxy.rvs_to_values[theta]
@@ -260,7 +299,7 @@ def sample_collapsed(posterior: CollapsedPosterior, settings: SamplerSettings, i
         [value],
         model=proxy,
         logp_dlogp_func=_ValueGrad(posterior),
-        potential=QuadPotentialDiagAdapt(posterior.size, np.mean(starts, axis=0), np.ones(posterior.size), 10, rng=rng),
+        potential=QuadPotentialDiagAdapt(posterior.size, np.mean(starts, axis=0), scale**2, 10, rng=rng),
         target_accept=settings.target_accept,
         initial_point={value.name: starts[0]},
         rng=np.random.default_rng(seeds[1]),
@@ -300,10 +339,8 @@ def sample_collapsed_nutpie(posterior: CollapsedPosterior, settings: SamplerSett
     settings.validate()
     seeds = np.random.SeedSequence(settings.random_seed).spawn(3)
     rng = np.random.default_rng(seeds[0])
-    base = posterior.start(initvals)
-    starts = [base + rng.uniform(-_JITTER, _JITTER, base.shape) for _ in range(settings.chains)]
+    starts, _ = _chain_starts(posterior, initvals, settings.chains, rng)
     value_grad = posterior.logp_dlogp
-    value_grad(starts[0])  # compile the kernel once, before nutpie's threads call it
 
     def make_logp():
         def logp(x: np.ndarray, **_: Any) -> tuple[float, np.ndarray]:

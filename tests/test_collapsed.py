@@ -492,3 +492,20 @@ def test_nutpie_samples_the_same_collapsed_posterior():
         assert abs(float(a[key].mean() - b[key].mean())) < zmax * se, key
     ranef = fit.ranef()["Subject"]  # the exact group-effect draws are added as for PyMC
     assert ranef.shape == (18, 2)
+
+
+def test_laplace_sd_recovers_gaussian_scales():
+    # The initial mass matrix of the collapsed NUTS: sqrt(diag((-H)^-1)) at the start point.
+    from bayeslmm._collapsed_nuts import laplace_sd
+
+    cov = np.array([[4.0, 0.6, 0.0], [0.6, 0.25, 0.05], [0.0, 0.05, 9.0]])
+    prec = np.linalg.inv(cov)
+    mean = np.array([250.0, -1.0, 3.0])
+
+    def value_grad(x):
+        r = x - mean
+        return -0.5 * r @ prec @ r, -prec @ r
+
+    np.testing.assert_allclose(laplace_sd(value_grad, mean + 0.3), np.sqrt(np.diag(cov)), rtol=1e-6)
+    flat = lambda x: (0.0, np.zeros_like(x))  # no curvature: fall back to PyMC's unit scales
+    np.testing.assert_array_equal(laplace_sd(flat, mean), np.ones(3))
