@@ -24,7 +24,7 @@ matrix as PyMC's ``LKJCholeskyCov``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pymc as pm
@@ -37,8 +37,10 @@ from ._moments import moment_estimates
 from ._npdensity import LOG, PriorSpec, prior_spec, spec_arrays
 from .collapsed import SufficientStats, add_group_effects, sufficient_stats
 from .design import Design
+from .inits import reml_initvals
 from .model import model_coords
 from .priors import Prior, Priors, _col_sd
+from .reml import REMLResult
 from .sampling import SamplerSettings, available_cpus, run_nuts
 
 __all__ = ["CollapsedPosterior", "sample_collapsed", "sample_collapsed_model"]
@@ -47,6 +49,14 @@ __all__ = ["CollapsedPosterior", "sample_collapsed", "sample_collapsed_model"]
 _JITTER = 1.0
 #: Floor on starting sds, relative to the default prior scale sd(y)/sd(z).
 _SD_FLOOR = 0.05
+
+
+def start_names(design: Design) -> list[str]:
+    """The variable names :meth:`CollapsedPosterior.start` reads from its ``initvals``."""
+    names = [naming.FIXED, naming.SIGMA]
+    for b in design.blocks:
+        names += [naming.sd(b.label), naming.chol(b.label)] if b.q > 1 else [naming.sd(b.label)]
+    return names
 
 
 def _corr_chol(z: np.ndarray, q: int) -> np.ndarray:
@@ -379,23 +389,30 @@ def sample_collapsed_nutpie(posterior: CollapsedPosterior, settings: SamplerSett
 
 
 def sample_collapsed_model(
-    design: Design, priors: Priors, model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, Any] | None = None
+    design: Design,
+    priors: Priors,
+    model_factory: Callable[[], pm.Model],
+    settings: SamplerSettings,
+    start: REMLResult | None = None,
 ):
     """Sample the collapsed model of ``design``, by the fastest route available.
 
     With priors that :mod:`bayeslmm._npdensity` implements (every default),
     the numba log posterior, under PyMC's NUTS (:func:`sample_collapsed`) or
-    nutpie's (:func:`sample_collapsed_nutpie`); otherwise, and for numpyro,
-    ``model`` (from :func:`bayeslmm.collapsed.build_collapsed_model`) through
+    nutpie's (:func:`sample_collapsed_nutpie`), and no PyTensor model is
+    built; otherwise, and for numpyro, the model from ``model_factory``
+    (:func:`bayeslmm.collapsed.build_collapsed_model`) through
     :func:`bayeslmm.sampling.run_nuts`, then the exact group-effect draws.
+    ``start``, the REML fit of the design, gives the starting values.
     """
     posterior = CollapsedPosterior.build(design, priors) if settings.sampler in ("pymc", "nutpie") else None
-    if posterior is not None and settings.sampler == "pymc":
-        idata = sample_collapsed(posterior, settings, initvals)
-    elif posterior is not None:
-        idata = sample_collapsed_nutpie(posterior, settings, initvals)
+    if posterior is not None:
+        initvals = reml_initvals(start_names(design), design, start) if start is not None else None
+        run = sample_collapsed if settings.sampler == "pymc" else sample_collapsed_nutpie
+        idata = run(posterior, settings, initvals)
     else:
-        idata = run_nuts(model, settings, initvals=initvals)
+        model = model_factory()
+        idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
         add_group_effects(design, idata, settings.random_seed)
     _add_observed(design, idata)
     return idata

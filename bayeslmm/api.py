@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping
 
 import pandas as pd
@@ -13,8 +14,10 @@ from .collapsed import build_collapsed_model, plan_parameterization
 from .design import Design, build_design, default_env
 from .errors import BayesLMMError
 from .formula import parse_formula
+from .inits import reml_initvals
 from .model import build_model
 from .priors import make_priors
+from .reml import REMLResult
 from .results import BayesFit
 from .sampling import SamplerSettings, diagnose, run_nuts
 
@@ -40,20 +43,22 @@ def _sampled_vars(design: Design) -> list[str]:
     return names
 
 
-def _reml_start(model, design: Design) -> dict | None:
-    """REML estimates as starting values; None if the REML fit itself fails."""
+def _reml_start(design: Design) -> REMLResult | None:
+    """The REML fit of the design, for starting values; None if it fails."""
     import warnings
 
-    from .inits import reml_initvals
     from .reml import fit_reml
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = fit_reml(design, "REML", condvar=False)
+            return fit_reml(design, "REML", condvar=False)
     except BayesLMMError:
         return None
-    return reml_initvals(model, design, result)
+
+
+def _same(model: Any) -> Any:
+    return model
 
 
 def lmer(
@@ -144,22 +149,22 @@ def lmer(
     param = plan_parameterization(design, collapse, parameterization)
     if init not in ("reml", "prior"):
         raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
+    start = _reml_start(design) if init == "reml" else None
     if "collapsed" in param.values():
         from ._collapsed_nuts import sample_collapsed_model  # imports numba only when needed
 
-        model = build_collapsed_model(design, prior_set)
-        initvals = _reml_start(model, design) if init == "reml" else None
-        idata = sample_collapsed_model(design, prior_set, model, settings, initvals)
+        model_factory = partial(build_collapsed_model, design, prior_set)
+        idata = sample_collapsed_model(design, prior_set, model_factory, settings, start)
     else:
         model = build_model(design, prior_set, param)
-        initvals = _reml_start(model, design) if init == "reml" else None
-        idata = run_nuts(model, settings, initvals=initvals)
+        model_factory = partial(_same, model)
+        idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
     add_log_likelihood(design, idata)  # pointwise log-likelihood for loo()/waic()/az.loo
     diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept)
     return BayesFit(
         design=design,
         priors=prior_set,
-        model=model,
+        model_factory=model_factory,
         idata=idata,
         settings=settings,
         diagnostics=diag,

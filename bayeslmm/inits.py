@@ -8,6 +8,8 @@ PyMC's jitter then spreads the chains.
 
 from __future__ import annotations
 
+from typing import Collection
+
 import numpy as np
 import pymc as pm
 
@@ -21,17 +23,18 @@ __all__ = ["reml_initvals"]
 _SD_FLOOR = 0.05
 
 
-def reml_initvals(model: pm.Model, design: Design, result: REMLResult) -> dict[str, np.ndarray]:
-    """Initial values for ``model``'s free variables from a REML fit.
+def reml_initvals(variables: pm.Model | Collection[str], design: Design, result: REMLResult) -> dict[str, np.ndarray]:
+    """Initial values for a model's free variables from a REML fit.
 
-    Only variables present in the model are set, so the same function serves
+    Only the variables named (those of ``variables``, a model or a collection
+    of names from :mod:`bayeslmm.naming`) are set, so the same function serves
     the full and the collapsed model. Zero variance components (singular fits)
     are floored at 5% of sd(y) so every start is inside the support.
 
     Parameters
     ----------
-    model
-        The PyMC model.
+    variables
+        The PyMC model, or the names of the variables wanted.
     design
         Its design.
     result
@@ -42,7 +45,7 @@ def reml_initvals(model: pm.Model, design: Design, result: REMLResult) -> dict[s
     dict
         ``{variable name: value}`` for ``pm.sample(initvals=...)``.
     """
-    names = {v.name for v in model.free_RVs}
+    names = {v.name for v in variables.free_RVs} if isinstance(variables, pm.Model) else set(variables)
     init: dict[str, np.ndarray] = {}
     beta = np.asarray(result.beta, dtype=float)
     idx = design.intercept_index

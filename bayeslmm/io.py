@@ -321,7 +321,7 @@ def _restore_bayes(meta: dict[str, Any], design: Design, tree: xr.DataTree):
             model = build_model(design, priors, param)
     except Exception as exc:  # untrusted priors may still be rejected by PyMC
         raise PersistenceError(f"The saved priors do not build a model: {type(exc).__name__}: {exc}") from None
-    return BayesFit(design=design, priors=priors, model=model, idata=idata, settings=settings,
+    return BayesFit(design=design, priors=priors, model_factory=lambda: model, idata=idata, settings=settings,
                     diagnostics=diagnostics, parameterization=param)
 
 

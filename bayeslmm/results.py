@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -73,8 +74,9 @@ class BayesFit(FitBase):
         The evaluated design.
     priors
         The priors used (``print(fit.priors)`` shows the table).
-    model
-        The PyMC model, for users who want to extend it.
+    model_factory
+        Builds the PyMC model; ``fit.model`` calls it once, on first use (the
+        collapsed fit samples without it, so it is not built unless asked for).
     idata
         The ArviZ ``DataTree`` posterior: every ArviZ function works on it.
     settings
@@ -87,12 +89,17 @@ class BayesFit(FitBase):
 
     design: Design
     priors: Priors
-    model: Any
+    model_factory: Callable[[], Any]
     idata: Any
     settings: SamplerSettings
     diagnostics: Diagnostics
     parameterization: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def model(self) -> Any:
+        """The PyMC model (a ``pm.Model``) of this fit, for users who want to extend it; built on first use."""
+        return self.model_factory()
 
     # -- lme4 extractors --------------------------------------------------
     def fixef(self, prob: float = 0.95) -> pd.DataFrame:
