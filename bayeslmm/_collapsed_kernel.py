@@ -22,7 +22,7 @@ from numba import njit
 
 from ._npdensity import constrain, unconstrained_logp
 
-__all__ = ["marginal_and_grad", "log_posterior"]
+__all__ = ["marginal_and_grad", "log_posterior", "beta_marginal_and_grad", "log_posterior_beta_marginal", "beta_conditionals"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -361,35 +361,8 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def log_posterior(
-    theta, p, centered, idx, slopes, xbar, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b,
-    q_outer, q_inner, beta0, oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n,
-):  # pragma: no cover - compiled
-    """Log posterior density of the collapsed model and its gradient at one unconstrained point.
-
-    ``theta`` holds, in order: the p fixed parameters (the intercept at the
-    predictor means first when ``centered``), log σ (or the coordinate of
-    σ's prior transform), and per block its sds' coordinates then its
-    partial correlations' atanh. Every scalar with a prior has an entry in
-    ``codes``/``transforms``/``prm`` at its position (see
-    :mod:`bayeslmm._npdensity`); ``lkj_b[j]`` is the LKJ exponent of a partial
-    correlation at position j. Blocks are described by ``blk_*`` arrays:
-    size, side (0 = top-level factor, 1 = nested factor), offset in its
-    side's factor, and positions of its sds and partial correlations.
-    """
-    grad = np.zeros(theta.shape[0])
-    values = np.empty(p)
-    for i in range(p):
-        values[i] = constrain(transforms[i], prm[i, 3], prm[i, 4], theta[i])
-    beta = values.copy()
-    if centered:
-        beta[idx] = values[0]
-        for j in range(p - 1):
-            beta[slopes[j]] = values[1 + j]
-            beta[idx] -= xbar[j] * values[1 + j]
-    sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], theta[p])
-    if not (sigma > 0.0 and math.isfinite(sigma)):
-        return -math.inf, grad
+def _covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, q_inner):  # pragma: no cover
+    """Each block's sds and correlation Cholesky factor, and the outer and inner Λ, from ``theta``."""
     nb = blk_q.shape[0]
     qmax = 1
     for k in range(nb):
@@ -419,22 +392,22 @@ def log_posterior(
                     lam_o[off + i, off + j] = sd[k, i] * C[k, i, j]
                 else:
                     lam_i[off + i, off + j] = sd[k, i] * C[k, i, j]
-    loglik, g_beta, g_sigma, G_o, G_i = marginal_and_grad(
-        oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, beta - beta0, sigma, lam_o, lam_i
-    )
-    if not math.isfinite(loglik):  # an extreme proposal: NUTS counts it as a divergence
-        return -math.inf, grad
-    lp = loglik
-    g_values = g_beta.copy()
-    if centered:
-        g_values[0] = g_beta[idx]
-        for j in range(p - 1):
-            g_values[1 + j] = g_beta[slopes[j]] - xbar[j] * g_beta[idx]
-    for i in range(p):
-        lpi, grad[i] = unconstrained_logp(codes[i], transforms[i], prm[i], theta[i], g_values[i])
-        lp += lpi
-    lpi, grad[p] = unconstrained_logp(codes[p], transforms[p], prm[p], theta[p], g_sigma)
-    lp += lpi
+    return sd, C, lam_o, lam_i
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _covariance_prior(
+    theta, grad, p, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b, sd, C, lam_o, lam_i,
+    g_sigma, G_o, G_i,
+):  # pragma: no cover - compiled
+    """Log prior (with Jacobians) of σ, the sds and the partial correlations; fills their entries of ``grad``.
+
+    ``g_sigma``, ``G_o`` and ``G_i`` are the likelihood's derivatives in σ and
+    in the outer and inner covariances; they are carried to the coordinates.
+    """
+    lp, grad[p] = unconstrained_logp(codes[p], transforms[p], prm[p], theta[p], g_sigma)
+    nb = blk_q.shape[0]
+    qmax = sd.shape[1]
     gC = np.zeros((qmax, qmax))
     for k in range(nb):
         q, off = blk_q[k], blk_off[k]
@@ -466,6 +439,285 @@ def log_posterior(
                 lp += lkj_b[pos] * 2.0 * (math.log(2.0) - a - math.log1p(math.exp(-2.0 * a)))
                 rem *= 1.0 - z * z
                 pos += 1
+    return lp
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def log_posterior(
+    theta, p, centered, idx, slopes, xbar, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b,
+    q_outer, q_inner, beta0, oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n,
+):  # pragma: no cover - compiled
+    """Log posterior density of the collapsed model and its gradient at one unconstrained point.
+
+    ``theta`` holds, in order: the p fixed parameters (the intercept at the
+    predictor means first when ``centered``), log σ (or the coordinate of
+    σ's prior transform), and per block its sds' coordinates then its
+    partial correlations' atanh. Every scalar with a prior has an entry in
+    ``codes``/``transforms``/``prm`` at its position (see
+    :mod:`bayeslmm._npdensity`); ``lkj_b[j]`` is the LKJ exponent of a partial
+    correlation at position j. Blocks are described by ``blk_*`` arrays:
+    size, side (0 = top-level factor, 1 = nested factor), offset in its
+    side's factor, and positions of its sds and partial correlations.
+    """
+    grad = np.zeros(theta.shape[0])
+    values = np.empty(p)
+    for i in range(p):
+        values[i] = constrain(transforms[i], prm[i, 3], prm[i, 4], theta[i])
+    beta = values.copy()
+    if centered:
+        beta[idx] = values[0]
+        for j in range(p - 1):
+            beta[slopes[j]] = values[1 + j]
+            beta[idx] -= xbar[j] * values[1 + j]
+    sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], theta[p])
+    if not (sigma > 0.0 and math.isfinite(sigma)):
+        return -math.inf, grad
+    sd, C, lam_o, lam_i = _covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, q_inner)
+    loglik, g_beta, g_sigma, G_o, G_i = marginal_and_grad(
+        oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, beta - beta0, sigma, lam_o, lam_i
+    )
+    if not math.isfinite(loglik):  # an extreme proposal: NUTS counts it as a divergence
+        return -math.inf, grad
+    lp = loglik
+    g_values = g_beta.copy()
+    if centered:
+        g_values[0] = g_beta[idx]
+        for j in range(p - 1):
+            g_values[1 + j] = g_beta[slopes[j]] - xbar[j] * g_beta[idx]
+    for i in range(p):
+        lpi, grad[i] = unconstrained_logp(codes[i], transforms[i], prm[i], theta[i], g_values[i])
+        lp += lpi
+    lp += _covariance_prior(
+        theta, grad, p, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b, sd, C, lam_o, lam_i,
+        g_sigma, G_o, G_i,
+    )
     if not math.isfinite(lp):
         return -math.inf, grad
     return lp, grad
+
+
+# ---------------------------------------------------------------------------
+# The fixed effects integrated out as well (one grouping factor, Normal priors)
+# ---------------------------------------------------------------------------
+@njit(cache=True, nogil=True, error_model="numpy")
+def _chol_inverse(M: np.ndarray) -> tuple[bool, float, np.ndarray]:  # pragma: no cover - compiled
+    """(ok, log|M|, M⁻¹) of a small symmetric positive definite matrix, by Cholesky."""
+    p = M.shape[0]
+    L = M.copy()
+    inv = np.zeros((p, p))
+    if not _chol(L, p):
+        return False, math.nan, inv
+    logdet = 0.0
+    for a in range(p):
+        logdet += 2.0 * math.log(L[a, a])
+    Li = np.zeros((p, p))  # L⁻¹, lower triangular
+    for c in range(p):
+        for a in range(c, p):
+            t = 1.0 if a == c else 0.0
+            for k in range(c, a):
+                t -= L[a, k] * Li[k, c]
+            Li[a, c] = t / L[a, a]
+    for a in range(p):
+        for b in range(p):
+            t = 0.0
+            for k in range(max(a, b), p):
+                t += Li[k, a] * Li[k, b]
+            inv[a, b] = t
+    return True, logdet, inv
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam):  # pragma: no cover - compiled
+    """One grouping factor: the likelihood with the group effects *and* the fixed effects integrated out.
+
+    The fixed effects f (coordinates of ``oX``, ``Xe``, ``XX``; centred at
+    the stats' reference f₀, so ``prior_mu`` is the prior mean minus f₀) have
+    independent Normal priors with precisions ``prior_prec``. With
+    A = X'V⁻¹X, b = X'V⁻¹e and H = A + diag(prior_prec), the integral over f
+    of likelihood × prior is exact:
+
+        ℓ_m = −½[n log 2πσ² + Σ_g log|I + Λ̃'Z_g'Z_gΛ̃| + r̂'V⁻¹r̂ + (δ̂−μ)'P(δ̂−μ) + log|H| − log|P|]
+
+    at δ̂ = H⁻¹(b + Pμ), the conditional mean of f − f₀, with r̂ = e − Xδ̂.
+    Derivatives: ∂ℓ_m/∂T is the fixed-f derivative at δ̂ (the envelope
+    theorem) plus ½ Σ_g S_g H⁻¹ S_g' from −½log|H|, where S_g = Z_g'V⁻¹X_g;
+    for σ² the scaling identity gains ½ tr(H⁻¹A).
+
+    Returns
+    -------
+    (ℓ_m, ∂/∂σ, ∂/∂T, δ̂, H⁻¹); ℓ_m is −inf where a factorisation fails.
+    """
+    G, q, p = oX.shape
+    inv_s = 1.0 / sigma
+    s2 = sigma * sigma
+    T = _outer(lam)
+    Pm = np.empty((q, q))
+    Y = np.empty((q, q))
+    R = np.empty((q, q))
+    v0 = np.empty(q)
+    VX = np.empty((q, p))
+    s0 = np.empty((G, q))
+    SX = np.empty((G, q, p))
+    Gz = np.zeros((q, q))
+    A = XX.copy()
+    b = Xe.copy()
+    quad0 = ee
+    logdet = 0.0
+    Ginv = np.zeros((p, p))
+    delta = np.zeros(p)
+    Gt = np.zeros((q, q))
+    for g in range(G):
+        ld = _factor(lam, oo[g], inv_s, Pm, Y, q)  # Y = K⁻¹Λ̃', KK' = I + Λ̃'HΛ̃
+        if math.isnan(ld):
+            return -math.inf, 0.0, Gt, delta, Ginv
+        logdet += ld
+        for a in range(q):
+            t = 0.0
+            for k in range(q):
+                t += Y[a, k] * oe[g, k]
+            v0[a] = t
+            quad0 -= t * t
+            for j in range(p):
+                t = 0.0
+                for k in range(q):
+                    t += Y[a, k] * oX[g, k, j]
+                VX[a, j] = t
+            for c in range(q):
+                t = 0.0
+                for k in range(q):
+                    t += Y[a, k] * oo[g, k, c]
+                R[a, c] = t
+        for j in range(p):
+            t = 0.0
+            for a in range(q):
+                t += VX[a, j] * v0[a]
+            b[j] -= t
+            for l in range(j + 1):
+                t = 0.0
+                for a in range(q):
+                    t += VX[a, j] * VX[a, l]
+                A[j, l] -= t
+        for c in range(q):  # s0 = Z'V⁻¹e, SX = Z'V⁻¹X, Gz += Z'V⁻¹Z (all × σ²)
+            t = oe[g, c]
+            for a in range(q):
+                t -= R[a, c] * v0[a]
+            s0[g, c] = t / s2
+            for j in range(p):
+                t = oX[g, c, j]
+                for a in range(q):
+                    t -= R[a, c] * VX[a, j]
+                SX[g, c, j] = t / s2
+            for d in range(c + 1):
+                t = oo[g, c, d]
+                for a in range(q):
+                    t -= R[a, c] * R[a, d]
+                Gz[c, d] += t / s2
+    for j in range(p):
+        b[j] /= s2
+        for l in range(j + 1):
+            A[j, l] /= s2
+            A[l, j] = A[j, l]
+    quad0 /= s2
+    H = A.copy()
+    rhs = b.copy()
+    logdet_prior = 0.0
+    for j in range(p):
+        H[j, j] += prior_prec[j]
+        rhs[j] += prior_prec[j] * prior_mu[j]
+        logdet_prior += math.log(prior_prec[j])
+    ok, logdet_h, Ginv = _chol_inverse(H)
+    if not ok:
+        return -math.inf, 0.0, Gt, delta, Ginv
+    for j in range(p):
+        t = 0.0
+        for l in range(p):
+            t += Ginv[j, l] * rhs[l]
+        delta[j] = t
+    quad = quad0
+    prior_quad = 0.0
+    trace_ga = 0.0
+    for j in range(p):
+        quad -= 2.0 * b[j] * delta[j]
+        prior_quad += prior_prec[j] * (delta[j] - prior_mu[j]) ** 2
+        for l in range(p):
+            quad += delta[j] * A[j, l] * delta[l]
+            trace_ga += Ginv[j, l] * A[l, j]
+    loglik = -0.5 * (n * (_LOG_2PI + 2.0 * math.log(sigma)) + logdet + quad + prior_quad + logdet_h - logdet_prior)
+    w = np.empty(q)
+    M = np.empty((q, p))
+    for g in range(G):  # ∂/∂T = ½ Σ_g (s s' − Z'V⁻¹Z + S H⁻¹ S'), s = s0 − S δ̂
+        for c in range(q):
+            t = s0[g, c]
+            for j in range(p):
+                t -= SX[g, c, j] * delta[j]
+            w[c] = t
+            for j in range(p):
+                t = 0.0
+                for l in range(p):
+                    t += SX[g, c, l] * Ginv[l, j]
+                M[c, j] = t
+        for c in range(q):
+            for d in range(c + 1):
+                t = w[c] * w[d]
+                for j in range(p):
+                    t += M[c, j] * SX[g, d, j]
+                Gt[c, d] += t
+    trace = 0.0
+    for c in range(q):
+        for d in range(c + 1):
+            Gt[c, d] = 0.5 * (Gt[c, d] - Gz[c, d])
+            Gt[d, c] = Gt[c, d]
+    for c in range(q):
+        for d in range(q):
+            trace += Gt[c, d] * T[c, d]
+    g_sigma = 2.0 * (-0.5 * n + 0.5 * quad + 0.5 * trace_ga - trace) / sigma
+    return loglik, g_sigma, Gt, delta, Ginv
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def log_posterior_beta_marginal(
+    v, p, codes, transforms, prm, blk_q, blk_off, blk_sd, blk_cpc, lkj_b, q_outer, prior_mu, prior_prec,
+    oo, oX, oe, ee, Xe, XX, n,
+):  # pragma: no cover - compiled
+    """:func:`log_posterior` with the fixed effects integrated out (:func:`beta_marginal_and_grad`).
+
+    ``v`` is :func:`log_posterior`'s ``theta`` without its first p entries
+    (σ's coordinate first); the gradient is returned in the same layout. One
+    grouping factor only.
+    """
+    theta = np.zeros(p + v.shape[0])
+    theta[p:] = v
+    grad = np.zeros(theta.shape[0])
+    sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], theta[p])
+    if not (sigma > 0.0 and math.isfinite(sigma)):
+        return -math.inf, grad[p:]
+    blk_side = np.zeros(blk_q.shape[0], dtype=np.int64)
+    sd, C, lam_o, lam_i = _covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, 0)
+    loglik, g_sigma, G_o, _, _ = beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam_o)
+    if not math.isfinite(loglik):
+        return -math.inf, grad[p:]
+    lp = loglik + _covariance_prior(
+        theta, grad, p, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b, sd, C, lam_o, lam_i,
+        g_sigma, G_o, np.zeros((0, 0)),
+    )
+    if not math.isfinite(lp):
+        return -math.inf, grad[p:]
+    return lp, grad[p:]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def beta_conditionals(
+    thetas, p, transforms, prm, blk_q, blk_off, blk_sd, blk_cpc, q_outer, prior_mu, prior_prec, oo, oX, oe, ee, Xe, XX, n
+):  # pragma: no cover - compiled
+    """Per row of ``thetas`` (S, size), the mean (minus f₀) and covariance of the fixed effects given the rest."""
+    S = thetas.shape[0]
+    mean = np.zeros((S, p))
+    cov = np.zeros((S, p, p))
+    blk_side = np.zeros(blk_q.shape[0], dtype=np.int64)
+    for s in range(S):
+        sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], thetas[s, p])
+        _, _, lam_o, _ = _covariance(thetas[s], transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, 0)
+        _, _, _, delta, Ginv = beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam_o)
+        mean[s] = delta
+        cov[s] = Ginv
+    return mean, cov

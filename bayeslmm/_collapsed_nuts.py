@@ -23,7 +23,10 @@ matrix as PyMC's ``LKJCholeskyCov``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -32,18 +35,20 @@ import xarray as xr
 from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdapt
 
 from . import naming
-from ._collapsed_kernel import log_posterior
+from ._collapsed_kernel import beta_conditionals, log_posterior, log_posterior_beta_marginal
 from ._moments import moment_estimates
-from ._npdensity import LOG, PriorSpec, prior_spec, spec_arrays
+from ._npdensity import LOG, NONE, NORMAL, PriorSpec, prior_spec, spec_arrays
 from .collapsed import SufficientStats, add_group_effects, sufficient_stats
 from .design import Design
 from .inits import reml_initvals
 from .model import model_coords
 from .priors import Prior, Priors, _col_sd
 from .reml import REMLResult
-from .sampling import SamplerSettings, available_cpus, run_nuts
+from .sampling import SamplerSettings, available_cpus, run_chains, run_nuts
 
 __all__ = ["CollapsedPosterior", "sample_collapsed", "sample_collapsed_model"]
+
+_log = logging.getLogger("pymc")
 
 #: PyMC's jitter: uniform on (−1, 1) in every unconstrained coordinate.
 _JITTER = 1.0
@@ -132,6 +137,12 @@ class CollapsedPosterior:
                     self.lkj_b[pos] = lkj_eta[k] + (b.q - 2 - j) / 2.0
                     pos += 1
         self.codes, self.transforms, self.prm = spec_arrays(self.specs)
+        st = stats
+        self._args = (
+            self.p, self.centered, self.idx, self.slope_index, self.xbar, self.codes, self.transforms, self.prm,
+            self.blk_q, self.blk_side, self.blk_off, self.blk_sd, self.blk_cpc, self.lkj_b, self.q_outer, self.q_inner,
+            st.beta0, st.oo, st.oX, st.oe, st.ii, st.io, st.iX, st.ie, st.structure.width, st.ee, st.Xe, st.XX, float(st.n),
+        )
 
     @classmethod
     def build(cls, design: Design, priors: Priors) -> "CollapsedPosterior | None":
@@ -149,12 +160,7 @@ class CollapsedPosterior:
 
     def logp_dlogp(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior density (up to a constant) and its gradient at one unconstrained point."""
-        st = self.stats
-        return log_posterior(
-            theta, self.p, self.centered, self.idx, self.slope_index, self.xbar, self.codes, self.transforms, self.prm,
-            self.blk_q, self.blk_side, self.blk_off, self.blk_sd, self.blk_cpc, self.lkj_b, self.q_outer, self.q_inner,
-            st.beta0, st.oo, st.oX, st.oe, st.ii, st.io, st.iX, st.ie, st.structure.width, st.ee, st.Xe, st.XX, float(st.n),
-        )
+        return log_posterior(theta, *self._args)
 
     def _beta(self, fixed_values: np.ndarray) -> np.ndarray:
         """lme4 β from the sampled fixed parameters (..., p)."""
@@ -224,6 +230,78 @@ class CollapsedPosterior:
         return spec.forward(value)
 
 
+class BetaMarginalPosterior:
+    """The collapsed posterior with the fixed effects integrated out too; NUTS then runs on σ and the covariances only.
+
+    With one grouping factor and independent Normal priors on the fixed
+    parameters (the defaults), the fixed parameters f are Gaussian given the
+    rest, so they integrate out exactly
+    (:func:`bayeslmm._collapsed_kernel.beta_marginal_and_grad`), and after
+    sampling each draw gets its f from that Gaussian conditional
+    (:meth:`complete`), as the group effects do. NUTS sampling f jointly with the
+    sds meets the posterior dependence of f on them (the uncertainty of a slope
+    grows with the sd of the group slopes), which costs it tree depth and
+    effective samples; here it never sees it. Use :meth:`build`.
+    """
+
+    def __init__(self, base: CollapsedPosterior) -> None:
+        self.base = base
+        p, st = base.p, base.stats
+        T = np.eye(p)  # β = T f: f is the intercept at the predictor means and the slopes
+        if base.centered:
+            T = np.zeros((p, p))
+            T[base.idx, 0] = 1.0
+            for j, col in enumerate(base.slope_index):
+                T[col, 1 + j] = 1.0
+                T[base.idx, 1 + j] = -base.xbar[j]
+        self.f0 = np.linalg.solve(T, st.beta0)
+        self.oX = np.ascontiguousarray(st.oX @ T)
+        self.Xe = T.T @ st.Xe
+        self.XX = T.T @ st.XX @ T
+        mu = np.array([spec.params[0] for spec in base.specs[:p]])
+        sd = np.array([spec.params[1] for spec in base.specs[:p]])
+        self.prior_mu = mu - self.f0
+        self.prior_prec = sd**-2.0
+        self.p = p
+        self.size = base.size - p
+        self._args = self._kernel_args()
+
+    @classmethod
+    def build(cls, base: CollapsedPosterior) -> "BetaMarginalPosterior | None":
+        """The integrated posterior, or None unless there is one grouping factor and every fixed prior is Normal."""
+        p = base.p
+        if p == 0 or base.stats.structure.inner:
+            return None
+        if not all(spec.code == NORMAL and spec.transform == NONE for spec in base.specs[:p]):
+            return None
+        return cls(base)
+
+    def _kernel_args(self) -> tuple:
+        b, st = self.base, self.base.stats
+        return (b.p, b.codes, b.transforms, b.prm, b.blk_q, b.blk_off, b.blk_sd, b.blk_cpc, b.lkj_b, b.q_outer,
+                self.prior_mu, self.prior_prec, st.oo, self.oX, st.oe, st.ee, self.Xe, self.XX, float(st.n))
+
+    def logp_dlogp(self, v: np.ndarray) -> tuple[float, np.ndarray]:
+        """Log posterior of σ and the covariance coordinates ``v`` (f integrated out), and its gradient."""
+        return log_posterior_beta_marginal(v, *self._args)
+
+    def start(self, initvals: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The base posterior's starting point without its fixed parameters."""
+        return self.base.start(initvals)[self.p :]
+
+    def complete(self, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Draws ``v`` (S, size) -> the base posterior's draws (S, p + size), with f drawn from its exact conditional."""
+        b, st = self.base, self.base.stats
+        theta = np.concatenate([np.zeros((v.shape[0], self.p)), v], axis=1)
+        mean, cov = beta_conditionals(
+            theta, b.p, b.transforms, b.prm, b.blk_q, b.blk_off, b.blk_sd, b.blk_cpc, b.q_outer,
+            self.prior_mu, self.prior_prec, st.oo, self.oX, st.oe, st.ee, self.Xe, self.XX, float(st.n),
+        )
+        L = np.linalg.cholesky(cov)
+        theta[:, : self.p] = self.f0 + mean + np.einsum("sij,sj->si", L, rng.standard_normal(mean.shape))
+        return theta
+
+
 def laplace_sd(value_grad, x: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:
     """Posterior sds of the Laplace approximation at ``x``: sqrt(diag((-H)⁻¹)).
 
@@ -289,46 +367,68 @@ class _ValueGrad:
         return {}
 
 
-def sample_collapsed(posterior: CollapsedPosterior, settings: SamplerSettings, initvals: Mapping[str, Any] | None = None):
+def sample_collapsed(
+    posterior: CollapsedPosterior,
+    settings: SamplerSettings,
+    initvals: Mapping[str, Any] | None = None,
+    integrate_fixed: bool = True,
+):
     """Run PyMC's NUTS on the collapsed posterior; return a ``DataTree`` with the full model's variables.
 
     Chains start at ``initvals`` (or the moment estimates) plus a jitter of up
     to two Laplace-approximation sds (:func:`laplace_sd`, which also gives the
     initial mass matrix), and run in parallel on every available CPU unless ``settings.cores`` says
-    otherwise; the group effects are then drawn exactly by
+    otherwise. Where :class:`BetaMarginalPosterior` applies (and
+    ``integrate_fixed``), NUTS samples σ and the covariances only and the
+    fixed effects are drawn from their exact conditional afterwards; the
+    group effects are then drawn exactly by
     :func:`bayeslmm.collapsed.add_group_effects`. The same seed gives the same draws.
     """
     settings.validate()
-    seeds = np.random.SeedSequence(settings.random_seed).spawn(2)
+    seeds = np.random.SeedSequence(settings.random_seed).spawn(3)
     rng = np.random.default_rng(seeds[0])
-    starts, scale = _chain_starts(posterior, initvals, settings.chains, rng)
+    target = _target(posterior, integrate_fixed)
+    starts, scale = _chain_starts(target, initvals, settings.chains, rng)
     with pm.Model() as proxy:
-        theta = pm.Flat(naming.UNCONSTRAINED, shape=posterior.size)
+        theta = pm.Flat(naming.UNCONSTRAINED, shape=target.size)
     value = proxy.rvs_to_values[theta]
     step = pm.NUTS(
         [value],
         model=proxy,
-        logp_dlogp_func=_ValueGrad(posterior),
-        potential=QuadPotentialDiagAdapt(posterior.size, np.mean(starts, axis=0), scale**2, 10, rng=rng),
+        logp_dlogp_func=_ValueGrad(target),
+        potential=QuadPotentialDiagAdapt(target.size, np.mean(starts, axis=0), scale**2, 10, rng=rng),
         target_accept=settings.target_accept,
         initial_point={value.name: starts[0]},
         rng=np.random.default_rng(seeds[1]),
     )
     # PyMC's default is half the CPUs (it assumes hyper-threads); the chains are independent, so use them all.
     cores = settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
-    idata = pm.sample(
-        draws=int(settings.draws),
-        tune=int(settings.tune),
-        chains=int(settings.chains),
-        step=step,
-        initvals=[{naming.UNCONSTRAINED: s} for s in starts],
-        random_seed=settings.random_seed,
-        progressbar=settings.progressbar,
-        compute_convergence_checks=False,
-        model=proxy,
-        cores=cores,
+    chain_seeds = [int(np.random.default_rng(c).integers(2**31)) for c in seeds[1].spawn(settings.chains)]
+    initial_state = step.sampling_state
+    parent = os.getpid()
+
+    def run_chain(c: int):
+        step.sampling_state = initial_state  # every chain starts from the same tuning state, as in pm.sample
+        with _quiet_pymc():
+            return pm.sample(
+                draws=int(settings.draws),
+                tune=int(settings.tune),
+                chains=1,
+                cores=1,
+                step=step,
+                initvals=[{naming.UNCONSTRAINED: starts[c]}],
+                random_seed=chain_seeds[c],
+                progressbar=settings.progressbar and os.getpid() == parent,
+                compute_convergence_checks=False,
+                model=proxy,
+            )
+
+    _log.info(
+        "NUTS (PyMC) on the collapsed posterior (%d coordinates): %d chains in %d process(es)",
+        target.size, settings.chains, max(1, min(cores, settings.chains)),
     )
-    _rename_posterior(idata, posterior)
+    idata = run_chains(run_chain, int(settings.chains), cores)
+    _rename_posterior(idata, posterior, _draws(idata, target, np.random.default_rng(seeds[2])))
     add_group_effects(posterior.design, idata, settings.random_seed, posterior.stats)
     return idata
 
@@ -349,8 +449,9 @@ def sample_collapsed_nutpie(posterior: CollapsedPosterior, settings: SamplerSett
     settings.validate()
     seeds = np.random.SeedSequence(settings.random_seed).spawn(3)
     rng = np.random.default_rng(seeds[0])
-    starts, _ = _chain_starts(posterior, initvals, settings.chains, rng)
-    value_grad = posterior.logp_dlogp
+    target = _target(posterior, True)
+    starts, _ = _chain_starts(target, initvals, settings.chains, rng)
+    value_grad = target.logp_dlogp
 
     def make_logp():
         def logp(x: np.ndarray, **_: Any) -> tuple[float, np.ndarray]:
@@ -368,7 +469,7 @@ def sample_collapsed_nutpie(posterior: CollapsedPosterior, settings: SamplerSett
         return starts[int(seed) % len(starts)] if seed is not None else starts[0]
 
     compiled = from_pyfunc(
-        posterior.size, make_logp, make_expand, [np.dtype("float64")], [(posterior.size,)], [naming.UNCONSTRAINED],
+        target.size, make_logp, make_expand, [np.dtype("float64")], [(target.size,)], [naming.UNCONSTRAINED],
         make_initial_point_fn=initial_point,
     )
     cores = settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
@@ -383,7 +484,7 @@ def sample_collapsed_nutpie(posterior: CollapsedPosterior, settings: SamplerSett
         progress_bar=settings.progressbar,
         target_accept=settings.target_accept,
     )
-    _rename_posterior(idata, posterior)
+    _rename_posterior(idata, posterior, _draws(idata, target, np.random.default_rng(seeds[2])))
     add_group_effects(posterior.design, idata, settings.random_seed, posterior.stats)
     return idata
 
@@ -424,11 +525,35 @@ def _add_observed(design: Design, idata: Any) -> None:
     idata["observed_data"] = xr.DataTree(obs)
 
 
-def _rename_posterior(idata: Any, posterior: CollapsedPosterior) -> None:
-    """Replace the stand-in vector in ``idata.posterior`` by the full model's named variables."""
+@contextlib.contextmanager
+def _quiet_pymc():
+    """Silence PyMC's per-call messages, which would come once per chain ("Sequential sampling (1 chains ...)",
+    "Only 10 samples per chain ..."); :func:`bayeslmm.sampling.diagnose` reports on all chains together."""
+    level = _log.level
+    _log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        _log.setLevel(level)
+
+
+def _target(posterior: CollapsedPosterior, integrate_fixed: bool) -> "CollapsedPosterior | BetaMarginalPosterior":
+    """What NUTS samples: the posterior with the fixed effects integrated out where that is exact, else ``posterior``."""
+    marginal = BetaMarginalPosterior.build(posterior) if integrate_fixed else None
+    return marginal if marginal is not None else posterior
+
+
+def _draws(idata: Any, target: "CollapsedPosterior | BetaMarginalPosterior", rng: np.random.Generator) -> np.ndarray:
+    """The sampled vectors (chain-major, draws × the collapsed posterior's size), fixed effects drawn in if integrated."""
+    old = idata.posterior
+    theta = np.asarray(old[naming.UNCONSTRAINED].values, dtype=float).reshape(int(old.sizes["chain"]) * int(old.sizes["draw"]), -1)
+    return target.complete(theta, rng) if isinstance(target, BetaMarginalPosterior) else theta
+
+
+def _rename_posterior(idata: Any, posterior: CollapsedPosterior, theta: np.ndarray) -> None:
+    """Replace the stand-in vector in ``idata.posterior`` by the full model's named variables (from ``theta``)."""
     old = idata.posterior
     chains, ndraw = int(old.sizes["chain"]), int(old.sizes["draw"])
-    theta = np.asarray(old[naming.UNCONSTRAINED].values, dtype=float).reshape(chains * ndraw, -1)
     coords = model_coords(posterior.design)
     dims: dict[str, tuple[str, ...]] = {
         naming.INTERCEPT_CENTERED: (),

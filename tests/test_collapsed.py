@@ -25,7 +25,7 @@ import bayeslmm
 from bayeslmm import _npdensity as nd
 from bayeslmm import naming
 from bayeslmm._collapsed_kernel import marginal_and_grad
-from bayeslmm._collapsed_nuts import CollapsedPosterior, _corr_chol
+from bayeslmm._collapsed_nuts import BetaMarginalPosterior, CollapsedPosterior, _corr_chol
 from bayeslmm.api import design_for
 from bayeslmm.collapsed import (
     add_group_effects,
@@ -222,6 +222,69 @@ def test_log_posterior_gradient(name):
     h = 1e-6
     num = [(post.logp_dlogp(theta + h * e)[0] - post.logp_dlogp(theta - h * e)[0]) / (2 * h) for e in np.eye(post.size)]
     np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sleep_slopes", "sleep_uncorr", "dyestuff", "three_terms"])
+def test_fixed_effects_integrated_out_exactly(name):
+    """With Normal priors the collapsed log posterior is exactly quadratic in the fixed parameters f, so
+    log ∫ p(f, v) df = log p(f̂, v) + (p/2) log 2π − ½ log|−∂²/∂f²| at its maximiser f̂ (Hessian by differences
+    of the full posterior's gradient). The integrated density, its gradient (central differences) and the
+    conditional draws of f must agree with that."""
+    design = design_for(*EXACT_CASES[name])
+    base = CollapsedPosterior.build(design, make_priors(design))
+    marginal = BetaMarginalPosterior.build(base)
+    assert marginal is not None and marginal.size == base.size - base.p
+    p = base.p
+    rng = np.random.default_rng(6)
+    v = base.start()[p:] + rng.normal(scale=0.3, size=marginal.size)
+
+    def full_grad(f):
+        return base.logp_dlogp(np.concatenate([f, v]))[1][:p]
+
+    f_any = np.zeros(p)
+    hess = np.column_stack([(full_grad(f_any + e) - full_grad(f_any - e)) / 2 for e in np.eye(p)])
+    f_hat = f_any - np.linalg.solve(hess, full_grad(f_any))
+    expected = base.logp_dlogp(np.concatenate([f_hat, v]))[0] + 0.5 * p * np.log(2 * np.pi) - 0.5 * np.linalg.slogdet(-hess)[1]
+    lp, grad = marginal.logp_dlogp(v)
+    assert lp == pytest.approx(expected, rel=1e-11)
+    h = 1e-6
+    num = [(marginal.logp_dlogp(v + h * e)[0] - marginal.logp_dlogp(v - h * e)[0]) / (2 * h) for e in np.eye(marginal.size)]
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-5)
+    n = 20000
+    draws = marginal.complete(np.repeat(v[None, :], n, axis=0), np.random.default_rng(7))
+    np.testing.assert_array_equal(draws[:, p:], np.repeat(v[None, :], n, axis=0))
+    cov = np.linalg.inv(-hess)
+    z = (draws[:, :p].mean(axis=0) - f_hat) / np.sqrt(np.diag(cov) / n)
+    assert np.all(np.abs(z) < bonferroni_z(p)), z  # mean of n exact Gaussian draws
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)  # sd of a Gaussian sample covariance
+    z_cov = (np.cov(draws[:, :p].T).reshape(p, p) - cov) / se
+    assert np.all(np.abs(z_cov) < bonferroni_z(p * p)), z_cov
+
+
+def test_fixed_effects_stay_sampled_where_they_cannot_be_integrated():
+    nested = design_for(*EXACT_CASES["nested_slopes_outer"])
+    assert BetaMarginalPosterior.build(CollapsedPosterior.build(nested, make_priors(nested))) is None
+    sleep = design_for(*EXACT_CASES["sleep_slopes"])
+    heavy = make_priors(sleep, {"Days": Prior("StudentT", nu=3, mu=0, sigma=10)})
+    assert BetaMarginalPosterior.build(CollapsedPosterior.build(sleep, heavy)) is None
+
+
+def test_draws_do_not_depend_on_the_number_of_processes():
+    """Chains run in forked processes, each chain from its own seed: cores=1, 2 and 3 give the same draws."""
+    data = bayeslmm.datasets.load("sleepstudy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 60 draws: low-ESS warnings
+        fits = [
+            bayeslmm.lmer("Reaction ~ Days + (Days | Subject)", data, draws=60, tune=60, chains=3, random_seed=5,
+                          progressbar=False, cores=cores)
+            for cores in (1, 2, 3)
+        ]
+    first = fits[0].idata.posterior
+    assert not np.array_equal(first["sigma"].values[0], first["sigma"].values[1])  # chains differ
+    for other in fits[1:]:
+        for var in (naming.FIXED, naming.SIGMA, naming.sd("Subject"), naming.ranef("Subject")):
+            np.testing.assert_array_equal(other.idata.posterior[var].values, first[var].values)
+        np.testing.assert_array_equal(other.idata.sample_stats["step_size"].values, fits[0].idata.sample_stats["step_size"].values)
 
 
 def test_graph_model_equals_numpy():
