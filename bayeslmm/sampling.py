@@ -156,16 +156,22 @@ def run_chains(run_chain: Callable[[int], Any], chains: int, cores: int) -> Any:
             proc.start()
             send.close()
             children.append((proc, receive))
-    parts = {c: _chain_parts(run_chain(c)) for c in range(0, chains, cores)}
-    for proc, receive in children:
-        try:
-            result = receive.recv()
-        except EOFError:
-            result = ("error", "a sampling process ended without returning its chains")
-        proc.join()
-        if result[0] == "error":
-            raise SamplingError(f"Sampling failed in a worker process: {result[1]}")
-        parts.update(result[1])
+    try:
+        parts = {c: _chain_parts(run_chain(c)) for c in range(0, chains, cores)}
+        for proc, receive in children:
+            try:
+                result = receive.recv()
+            except EOFError:
+                result = ("error", "a sampling process ended without returning its chains")
+            proc.join()
+            if result[0] == "error":
+                raise SamplingError(f"Sampling failed in a worker process: {result[1]}")
+            parts.update(result[1])
+    finally:  # an error or a KeyboardInterrupt here must not leave children sampling in the background
+        for proc, _ in children:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
     return _join_chains([parts[c] for c in range(chains)], time.perf_counter() - start)
 
 

@@ -16,6 +16,7 @@ import warnings
 import arviz as az
 import numpy as np
 import pandas as pd
+import pymc as pm
 import pytest
 import xarray as xr
 from conftest import bayes_fit, case, case_data
@@ -285,6 +286,22 @@ def test_draws_do_not_depend_on_the_number_of_processes():
         for var in (naming.FIXED, naming.SIGMA, naming.sd("Subject"), naming.ranef("Subject")):
             np.testing.assert_array_equal(other.idata.posterior[var].values, first[var].values)
         np.testing.assert_array_equal(other.idata.sample_stats["step_size"].values, fits[0].idata.sample_stats["step_size"].values)
+
+
+def test_a_failing_worker_process_is_reported():
+    from bayeslmm.errors import SamplingError
+    from bayeslmm.sampling import run_chains
+
+    def run_chain(c):
+        if c == 1:
+            raise ValueError("chain one broke")
+        with pm.Model() as m:
+            pm.Normal("x")
+        return pm.sample(draws=5, tune=5, chains=1, cores=1, progressbar=False, model=m, random_seed=c,
+                         compute_convergence_checks=False, nuts_sampler="pymc")
+
+    with pytest.raises(SamplingError, match="chain one broke"):
+        run_chains(run_chain, chains=2, cores=2)
 
 
 def test_graph_model_equals_numpy():
