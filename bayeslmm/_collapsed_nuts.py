@@ -8,8 +8,11 @@ log posterior and its gradient are one numba function
 once, cached on disk), handed to PyMC's own NUTS through its
 ``logp_dlogp_func`` hook. PyMC runs a one-variable stand-in model (a flat
 vector over the unconstrained coordinates) and provides the sampler, its
-tuning, parallel chains and the ``DataTree``; afterwards the draws are mapped
-back to the named variables of the full model.
+tuning and the ``DataTree``; the chains run in forked processes
+(:func:`bayeslmm.sampling.run_chains`); afterwards the draws are mapped
+back to the named variables of the full model. With one grouping factor and
+Normal priors on the fixed effects, those are integrated out as well
+(:class:`BetaMarginalPosterior`) and drawn from their exact conditional.
 
 The coordinates are PyMC's: the intercept at the predictor means and the
 slopes as they are; ``log`` of σ and of every sd (the interval map for a
