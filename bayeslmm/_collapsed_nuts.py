@@ -448,9 +448,10 @@ def sample_collapsed(
                 model=proxy,
             )
 
+    jobs = max(1, min(cores, settings.chains))
     _log.info(
-        "NUTS (PyMC) on the collapsed posterior (%d coordinates): %d chains in %d process(es)",
-        target.size, settings.chains, max(1, min(cores, settings.chains)),
+        "NUTS (PyMC) on the collapsed posterior (%d coordinates): %d chains in %d process(es)%s",
+        target.size, settings.chains, jobs, "; progress shown for this process's chains" if jobs > 1 and settings.progressbar else "",
     )
     idata = run_chains(run_chain, int(settings.chains), cores)
     _rename_posterior(idata, posterior, _draws(idata, target, np.random.default_rng(seeds[2])))
