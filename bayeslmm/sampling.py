@@ -261,8 +261,10 @@ def _warn(d: Diagnostics, target_accept: float) -> None:
         warnings.warn(
             f"There were {d.divergences} divergent transitions after tuning ({100 * d.divergences / total:.1f}% "
             f"of draws). The posterior may be biased. Try target_accept={min(0.99, target_accept + 0.1):.2f} "
-            "or higher, more informative priors on the group-level sds, or the centered parameterization "
-            "for well-identified grouping factors (parameterization={'<factor>': 'centered'}).",
+            "or higher, more informative priors on the group-level sds, or, for the full model, the other "
+            "parameterization of a grouping factor (fit.parameterization shows the choice made): "
+            "parameterization={'<factor>': 'noncentered'} when its levels have few rows or its sd may be small, "
+            "'centered' when each level's data pin its effect down.",
             ConvergenceWarning,
             stacklevel=4,
         )

@@ -127,6 +127,24 @@ def test_low_ess_warns(small):
         bayeslmm.lmer("y ~ x + (1|g)", small, draws=30, tune=30, chains=2, random_seed=1, progressbar=False)
 
 
+def test_divergences_warn_with_advice():
+    """diagnose() on a posterior with divergent draws: count, share and what to change."""
+    import xarray as xr
+
+    from bayeslmm.sampling import diagnose
+
+    rng = np.random.default_rng(0)
+    diverging = np.zeros((2, 50), dtype=bool)
+    diverging[0, :3] = True
+    idata = xr.DataTree(children={
+        "posterior": xr.DataTree(xr.Dataset({"sigma": (("chain", "draw"), rng.normal(size=(2, 50)))})),
+        "sample_stats": xr.DataTree(xr.Dataset({"diverging": (("chain", "draw"), diverging)})),
+    })
+    with pytest.warns(ConvergenceWarning, match=r"3 divergent transitions .*3\.0% .*target_accept=0\.90.*'noncentered'"):
+        diag = diagnose(idata, ["sigma"], tune=50, target_accept=0.8)
+    assert diag.divergences == 3
+
+
 def test_missing_rows_warn_with_count_through_lmer(small):
     data = small.copy()
     data.loc[[0, 1], "x"] = np.nan
