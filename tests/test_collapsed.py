@@ -149,6 +149,28 @@ def test_weakly_informative_groups_are_noncentered():
     assert plan_parameterization(d, collapse=False) == {"g": "noncentered"}
 
 
+def test_few_levels_need_more_information_to_be_centered():
+    """κ is taken at the lower 99% chi-square limit of τ̂² from J levels: κ · (J − 1) / χ²₀.₉₉(J − 1)."""
+    from bayeslmm._moments import moment_estimates
+
+    def design(levels: int, seed: int) -> object:
+        rng = np.random.default_rng(seed)
+        g = np.repeat(np.arange(levels), 4)
+        y = rng.normal(scale=1.0, size=levels)[g] + rng.normal(scale=1.5, size=g.size)
+        return design_for("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}))
+
+    for levels, seed in ((5, 0), (200, 0)):
+        d = design(levels, seed)
+        m = moment_estimates(d)
+        expected = m.kappa["g"] * (levels - 1) / stats.chi2.ppf(0.99, levels - 1)
+        assert m.kappa_low["g"] == pytest.approx(expected)
+        want = "centered" if m.kappa_low["g"] >= 1 else "noncentered"
+        assert plan_parameterization(d, collapse=False) == {"g": want}
+    few, many = moment_estimates(design(5, 0)), moment_estimates(design(200, 0))
+    assert 1 < few.kappa["g"] and few.kappa_low["g"] < 1  # informative-looking, but only 5 levels: non-centered
+    assert many.kappa_low["g"] >= 1  # the same information from 200 levels: centered
+
+
 # ---------------------------------------------------------------------------
 # Exact log-likelihood
 # ---------------------------------------------------------------------------
