@@ -26,8 +26,6 @@ matrix as PyMC's ``LKJCholeskyCov``.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 from collections import OrderedDict
@@ -48,11 +46,9 @@ from .inits import reml_initvals
 from .model import model_coords
 from .priors import Prior, Priors, _col_sd
 from .reml import REMLResult
-from .sampling import SamplerSettings, available_cpus, run_chains, run_nuts
+from .sampling import SamplerSettings, available_cpus, log_chains, quiet_pymc, run_chains, run_nuts
 
 __all__ = ["CollapsedPosterior", "sample_collapsed", "sample_collapsed_model"]
-
-_log = logging.getLogger("pymc")
 
 #: PyMC's jitter: uniform on (−1, 1) in every unconstrained coordinate.
 _JITTER = 1.0
@@ -434,7 +430,7 @@ def sample_collapsed(
 
     def run_chain(c: int):
         step.sampling_state = initial_state  # every chain starts from the same tuning state, as in pm.sample
-        with _quiet_pymc():
+        with quiet_pymc():
             return pm.sample(
                 draws=int(settings.draws),
                 tune=int(settings.tune),
@@ -448,11 +444,7 @@ def sample_collapsed(
                 model=proxy,
             )
 
-    jobs = max(1, min(cores, settings.chains))
-    _log.info(
-        "NUTS (PyMC) on the collapsed posterior (%d coordinates): %d chains in %d process(es)%s",
-        target.size, settings.chains, jobs, "; progress shown for this process's chains" if jobs > 1 and settings.progressbar else "",
-    )
+    log_chains("the collapsed posterior", target.size, settings.chains, cores, settings.progressbar)
     idata = run_chains(run_chain, int(settings.chains), cores)
     _rename_posterior(idata, posterior, _draws(idata, target, np.random.default_rng(seeds[2])))
     add_group_effects(posterior.design, idata, settings.random_seed, posterior.stats)
@@ -549,18 +541,6 @@ def _add_observed(design: Design, idata: Any) -> None:
     """The ``observed_data`` group the full model's fit has (``y`` over ``obs``), for posterior predictive checks."""
     obs = xr.Dataset({naming.LIKELIHOOD: ((naming.OBS_DIM,), design.y)}, coords={naming.OBS_DIM: np.arange(design.nobs)})
     idata["observed_data"] = xr.DataTree(obs)
-
-
-@contextlib.contextmanager
-def _quiet_pymc():
-    """Silence PyMC's per-call messages, which would come once per chain ("Sequential sampling (1 chains ...)",
-    "Only 10 samples per chain ..."); :func:`bayeslmm.sampling.diagnose` reports on all chains together."""
-    level = _log.level
-    _log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        _log.setLevel(level)
 
 
 def _target(posterior: CollapsedPosterior, integrate_fixed: bool) -> "CollapsedPosterior | BetaMarginalPosterior":

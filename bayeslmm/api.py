@@ -101,11 +101,11 @@ def lmer(
         ``"pymc"`` (default), ``"nutpie"`` or ``"numpyro"`` (the last two need
         ``pip install 'bayeslmm[fast]'``).
     progressbar
-        Show PyMC's progress bar (for a collapsed fit: of the chains run in this process).
+        Show PyMC's progress bar (of the chains run in this process; see ``cores``).
     cores
-        Processes for the chains; None: every available CPU, up to ``chains``. Collapsed fits run
-        their chains in forked processes, each chain from its own seed, so the draws do not depend
-        on ``cores``; the full model uses PyMC's parallel sampling.
+        Processes for the chains; None: every available CPU, up to ``chains``. With
+        ``sampler="pymc"`` the chains run in forked processes, each chain from its own seed, so
+        the draws do not depend on ``cores``.
     na_action
         ``"drop"`` (drop incomplete rows with a warning giving the count) or ``"raise"``.
     parameterization

@@ -1,14 +1,17 @@
 """Stage 5: ``pm.Model`` -> posterior ``DataTree``, with convergence warnings.
 
 NUTS runs through PyMC: its own sampler by default (``sampler="pymc"``), or
-nutpie / numpyro when they are installed. After sampling, divergences, R-hat
+nutpie / numpyro when they are installed. PyMC's sampler is set up once and
+its chains run in forked processes (:func:`run_chains`). After sampling, divergences, R-hat
 above 1.01 and low effective sample sizes are reported as
 :class:`~bayeslmm.errors.ConvergenceWarning` with advice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import multiprocessing
 import os
 import time
@@ -23,7 +26,7 @@ import pymc as pm
 
 from .errors import ConvergenceWarning, SamplingError
 
-__all__ = ["SamplerSettings", "run_nuts", "run_chains", "diagnose", "Diagnostics"]
+__all__ = ["SamplerSettings", "run_nuts", "run_chains", "quiet_pymc", "log_chains", "diagnose", "Diagnostics"]
 
 SAMPLERS = {"pymc": None, "nutpie": "nutpie", "numpyro": "numpyro"}
 
@@ -103,6 +106,8 @@ def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, 
         The ArviZ posterior.
     """
     settings.validate()
+    if settings.sampler == "pymc":
+        return _run_pymc_nuts(model, settings, initvals)
     kwargs: dict[str, Any] = dict(
         draws=int(settings.draws),
         tune=int(settings.tune),
@@ -113,20 +118,90 @@ def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, 
         model=model,
         compute_convergence_checks=False,
     )
-    if settings.sampler == "pymc":
-        kwargs["cores"] = settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
-        kwargs["target_accept"] = settings.target_accept
-        kwargs["init"] = f"jitter+adapt_{mass_matrix(model)}"
-        if initvals:
-            kwargs["initvals"] = dict(initvals)
-    else:
-        if settings.cores is not None:
-            kwargs["cores"] = settings.cores
-        kwargs["nuts_sampler_kwargs"] = {"target_accept": settings.target_accept}
+    if settings.cores is not None:
+        kwargs["cores"] = settings.cores
+    kwargs["nuts_sampler_kwargs"] = {"target_accept": settings.target_accept}
+    if initvals:
+        kwargs["initvals"] = dict(initvals)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*The number of samples is too small.*")
         return pm.sample(**kwargs)
+
+
+def _run_pymc_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, Any] | None):
+    """PyMC's NUTS: initialised once as ``pm.sample(init="jitter+adapt_<mass>")`` would, then one chain per call in :func:`run_chains`."""
+    chains = int(settings.chains)
+    cores = settings.cores if settings.cores is not None else min(chains, available_cpus())
+    seeds = np.random.SeedSequence(settings.random_seed).spawn(2)
+    init_seeds = [int(np.random.default_rng(c).integers(2**30)) for c in seeds[0].spawn(chains)]
+    chain_seeds = [int(np.random.default_rng(c).integers(2**30)) for c in seeds[1].spawn(chains)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*QuadPotentialFullAdapt is an experimental feature.*")
+        points, step = pm.init_nuts(
+            init=f"jitter+adapt_{mass_matrix(model)}",
+            chains=chains,
+            model=model,
+            random_seed=init_seeds,
+            progressbar=False,
+            initvals=dict(initvals) if initvals else None,
+            tune=int(settings.tune),
+            target_accept=settings.target_accept,
+        )
+    # pm.sample takes starting values on the variables' own scale (it cannot back-transform every
+    # transform from a value-space point), so map init_nuts' jittered points back once
+    free = list(model.free_RVs)
+    to_rvs = model.compile_fn(
+        model.replace_rvs_by_values(free), inputs=model.value_vars, on_unused_input="ignore", mode="FAST_COMPILE"
+    )
+    starts = [{rv.name: np.asarray(v) for rv, v in zip(free, to_rvs(point))} for point in points]
+    initial_state = step.sampling_state
+    parent = os.getpid()
+
+    def run_chain(c: int):
+        step.sampling_state = initial_state  # every chain starts from the same tuning state, as in pm.sample
+        with quiet_pymc(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            return pm.sample(
+                draws=int(settings.draws),
+                tune=int(settings.tune),
+                chains=1,
+                cores=1,
+                step=step,
+                initvals=starts[c],
+                random_seed=chain_seeds[c],
+                progressbar=settings.progressbar and os.getpid() == parent,
+                compute_convergence_checks=False,
+                model=model,
+            )
+
+    size = int(sum(np.size(v) for v in points[0].values()))
+    log_chains("the full model", size, chains, cores, settings.progressbar)
+    return run_chains(run_chain, chains, cores)
+
+
+_log = logging.getLogger("pymc")
+
+
+@contextlib.contextmanager
+def quiet_pymc():
+    """Silence PyMC's per-call messages, which would come once per chain ("Sequential sampling (1 chains ...)",
+    "Only 10 samples per chain ..."); :func:`diagnose` reports on all chains together."""
+    level = _log.level
+    _log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        _log.setLevel(level)
+
+
+def log_chains(what: str, size: int, chains: int, cores: int, progressbar: bool) -> None:
+    """One INFO line, through PyMC's logger, in place of PyMC's per-call ones."""
+    jobs = max(1, min(int(cores), int(chains)))
+    _log.info(
+        "NUTS (PyMC) on %s (%d coordinates): %d chains in %d process(es)%s",
+        what, size, chains, jobs, "; progress shown for this process's chains" if jobs > 1 and progressbar else "",
+    )
 
 
 def run_chains(run_chain: Callable[[int], Any], chains: int, cores: int) -> Any:
@@ -176,7 +251,9 @@ def run_chains(run_chain: Callable[[int], Any], chains: int, cores: int) -> Any:
 
 
 def _chain_parts(tree: Any) -> tuple[Any, Any, dict]:
-    return tree["posterior"].to_dataset(), tree["sample_stats"].to_dataset(), dict(tree.attrs)
+    """(posterior, sample_stats, the other groups such as ``observed_data``, which do not vary by chain)."""
+    others = {name: tree[name].to_dataset() for name in tree.children if name not in ("posterior", "sample_stats")}
+    return tree["posterior"].to_dataset(), tree["sample_stats"].to_dataset(), others
 
 
 def _chain_worker(run_chain: Callable[[int], Any], ids: list[int], send: Any) -> None:  # pragma: no cover - child process
@@ -197,6 +274,7 @@ def _join_chains(parts: list[tuple[Any, Any, dict]], seconds: float) -> Any:
         data = data.assign_coords(chain=np.arange(len(parts)))
         data.attrs = {**parts[0][i].attrs, "sampling_time": seconds}
         groups[name] = xr.DataTree(data)
+    groups.update({name: xr.DataTree(data) for name, data in parts[0][2].items()})
     return xr.DataTree(children=groups)
 
 

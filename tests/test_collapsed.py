@@ -292,16 +292,20 @@ def test_fixed_effects_stay_sampled_where_they_cannot_be_integrated():
     assert BetaMarginalPosterior.build(CollapsedPosterior.build(sleep, heavy)) is None
 
 
-def test_draws_do_not_depend_on_the_number_of_processes():
-    """Chains run in forked processes, each chain from its own seed: cores=1, 2 and 3 give the same draws."""
+@pytest.mark.parametrize("collapse", [None, False])
+def test_draws_do_not_depend_on_the_number_of_processes(collapse):
+    """Chains run in forked processes, each chain from its own seed: cores=1, 2 and 3 give the same draws,
+    for the collapsed and for the full model."""
     data = bayeslmm.datasets.load("sleepstudy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 60 draws: low-ESS warnings
         fits = [
             bayeslmm.lmer("Reaction ~ Days + (Days | Subject)", data, draws=60, tune=60, chains=3, random_seed=5,
-                          progressbar=False, cores=cores)
+                          progressbar=False, cores=cores, collapse=collapse)
             for cores in (1, 2, 3)
         ]
+    assert ("collapsed" in fits[0].parameterization.values()) == (collapse is None)
+    np.testing.assert_array_equal(fits[0].idata.observed_data[naming.LIKELIHOOD].values, fits[0].design.y)
     first = fits[0].idata.posterior
     assert not np.array_equal(first["sigma"].values[0], first["sigma"].values[1])  # chains differ
     for other in fits[1:]:
