@@ -89,6 +89,38 @@ def _outer(L: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _factor2(l00, l10, l11, h00, h01, h11):  # pragma: no cover - compiled
+    """One group's q = 2 algebra in scalars, shared by the unrolled group loops.
+
+    For Λ̃ = [[l00, 0], [l10, l11]] and H = Z_g'Z_g: Q = I + Λ̃'HΛ̃ = KK',
+    Y = K⁻¹Λ̃' and R = YH. Returns (log|Q|, y00, y01, y10, y11, r00, r01,
+    r10, r11); log|Q| is NaN where Q is not positive definite.
+    """
+    m00 = l00 * h00 + l10 * h01
+    m01 = l00 * h01 + l10 * h11
+    m10 = l11 * h01
+    m11 = l11 * h11
+    p00 = 1.0 + m00 * l00 + m01 * l10
+    p10 = m10 * l00 + m11 * l10
+    p11 = 1.0 + m11 * l11
+    k00 = math.sqrt(p00)
+    k10 = p10 / k00
+    d = p11 - k10 * k10
+    if not d > 0.0:
+        return math.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    k11 = math.sqrt(d)
+    y00 = l00 / k00
+    y01 = l10 / k00
+    y10 = -k10 * y00 / k11
+    y11 = (l11 - k10 * y01) / k11
+    r00 = y00 * h00 + y01 * h01
+    r01 = y00 * h01 + y01 * h11
+    r10 = y10 * h00 + y11 * h01
+    r11 = y10 * h01 + y11 * h11
+    return 2.0 * math.log(k00 * k11), y00, y01, y10, y11, r00, r01, r10, r11
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _one_small_factor(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma: no cover - compiled
     """The group loop of :func:`marginal_and_grad` for one factor with q ≤ 2, written out in scalars.
 
@@ -126,31 +158,13 @@ def _one_small_factor(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma
             w1 -= oX[g, 1, j] * delta[j]
         h01 = oo[g, 0, 1]
         h11 = oo[g, 1, 1]
-        m00 = l00 * h00 + l10 * h01
-        m01 = l00 * h01 + l10 * h11
-        m10 = l11 * h01
-        m11 = l11 * h11
-        p00 = 1.0 + m00 * l00 + m01 * l10
-        p10 = m10 * l00 + m11 * l10
-        p11 = 1.0 + m11 * l11
-        k00 = math.sqrt(p00)
-        k10 = p10 / k00
-        d = p11 - k10 * k10
-        if not d > 0.0:
+        ld, y00, y01, y10, y11, r00, r01, r10, r11 = _factor2(l00, l10, l11, h00, h01, h11)
+        if math.isnan(ld):
             return math.nan, 0.0
-        k11 = math.sqrt(d)
-        logdet += 2.0 * math.log(k00 * k11)
-        y00 = l00 / k00
-        y01 = l10 / k00
-        y10 = -k10 * y00 / k11
-        y11 = (l11 - k10 * y01) / k11
+        logdet += ld
         v0 = y00 * w0 + y01 * w1
         v1 = y10 * w0 + y11 * w1
         quad -= v0 * v0 + v1 * v1
-        r00 = y00 * h00 + y01 * h01
-        r01 = y00 * h01 + y01 * h11
-        r10 = y10 * h00 + y11 * h01
-        r11 = y10 * h01 + y11 * h11
         s0 = (w0 - r00 * v0 - r10 * v1) / s2
         s1 = (w1 - r01 * v0 - r11 * v1) / s2
         G_o[0, 0] += 0.5 * (s0 * s0 - (h00 - r00 * r00 - r10 * r10) / s2)
@@ -565,31 +579,13 @@ def _small_marginal_pass(oo, oX, oe, lam, inv_s, s2, s0, SX, Gz, A, b):  # pragm
         h01 = oo[g, 0, 1]
         h11 = oo[g, 1, 1]
         w1 = oe[g, 1]
-        m00 = l00 * h00 + l10 * h01
-        m01 = l00 * h01 + l10 * h11
-        m10 = l11 * h01
-        m11 = l11 * h11
-        p00 = 1.0 + m00 * l00 + m01 * l10
-        p10 = m10 * l00 + m11 * l10
-        p11 = 1.0 + m11 * l11
-        k00 = math.sqrt(p00)
-        k10 = p10 / k00
-        d = p11 - k10 * k10
-        if not d > 0.0:
+        ld, y00, y01, y10, y11, r00, r01, r10, r11 = _factor2(l00, l10, l11, h00, h01, h11)
+        if math.isnan(ld):
             return math.nan, 0.0
-        k11 = math.sqrt(d)
-        logdet += 2.0 * math.log(k00 * k11)
-        y00 = l00 / k00
-        y01 = l10 / k00
-        y10 = -k10 * y00 / k11
-        y11 = (l11 - k10 * y01) / k11
+        logdet += ld
         v0 = y00 * w0 + y01 * w1
         v1 = y10 * w0 + y11 * w1
         quad += v0 * v0 + v1 * v1
-        r00 = y00 * h00 + y01 * h01
-        r01 = y00 * h01 + y01 * h11
-        r10 = y10 * h00 + y11 * h01
-        r11 = y10 * h01 + y11 * h11
         s0[g, 0] = (w0 - r00 * v0 - r10 * v1) / s2
         s0[g, 1] = (w1 - r01 * v0 - r11 * v1) / s2
         Gz[0, 0] += (h00 - r00 * r00 - r10 * r10) / s2
