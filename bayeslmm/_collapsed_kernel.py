@@ -605,7 +605,7 @@ def _small_marginal_pass(oo, oX, oe, lam, inv_s, s2, s0, SX, Gz, A, b):  # pragm
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam):  # pragma: no cover - compiled
+def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam, grad=True):  # pragma: no cover
     """One grouping factor: the likelihood with the group effects *and* the fixed effects integrated out.
 
     The fixed effects f (coordinates of ``oX``, ``Xe``, ``XX``; centred at
@@ -624,6 +624,8 @@ def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigm
     Returns
     -------
     (ℓ_m, ∂/∂σ, ∂/∂T, δ̂, H⁻¹); ℓ_m is −inf where a factorisation fails.
+    With ``grad=False`` the second pass over the groups is skipped and the
+    two derivatives are returned as zeros (for :func:`beta_conditionals`).
     """
     G, q, p = oX.shape
     inv_s = 1.0 / sigma
@@ -726,6 +728,8 @@ def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigm
             quad += delta[j] * A[j, l] * delta[l]
             trace_ga += Ginv[j, l] * A[l, j]
     loglik = -0.5 * (n * (_LOG_2PI + 2.0 * math.log(sigma)) + logdet + quad + prior_quad + logdet_h - logdet_prior)
+    if not grad:
+        return loglik, 0.0, Gt, delta, Ginv
     w = np.empty(q)
     M = np.empty((q, p))
     for g in range(G):  # ∂/∂T = ½ Σ_g (s s' − Z'V⁻¹Z + S H⁻¹ S'), s = s0 − S δ̂
@@ -800,7 +804,7 @@ def beta_conditionals(
     for s in range(S):
         sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], thetas[s, p])
         _, _, lam_o, _ = _covariance(thetas[s], transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, 0)
-        _, _, _, delta, Ginv = beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam_o)
+        _, _, _, delta, Ginv = beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam_o, False)
         mean[s] = delta
         cov[s] = Ginv
     return mean, cov
