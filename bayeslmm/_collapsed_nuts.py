@@ -27,7 +27,6 @@ matrix as PyMC's ``LKJCholeskyCov``.
 from __future__ import annotations
 
 import math
-import os
 from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
@@ -46,7 +45,7 @@ from .inits import reml_initvals
 from .model import model_coords
 from .priors import Prior, Priors, _col_sd
 from .reml import REMLResult
-from .sampling import SamplerSettings, available_cpus, log_chains, quiet_pymc, run_chains, run_nuts
+from .sampling import SamplerSettings, chain_processes, run_nuts, sample_from_starts
 
 __all__ = ["CollapsedPosterior", "sample_collapsed", "sample_collapsed_model"]
 
@@ -422,30 +421,10 @@ def sample_collapsed(
         initial_point={value.name: starts[0]},
         rng=np.random.default_rng(seeds[1]),
     )
-    # PyMC's default is half the CPUs (it assumes hyper-threads); the chains are independent, so use them all.
-    cores = settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
     chain_seeds = [int(np.random.default_rng(c).integers(2**31)) for c in seeds[1].spawn(settings.chains)]
-    initial_state = step.sampling_state
-    parent = os.getpid()
-
-    def run_chain(c: int):
-        step.sampling_state = initial_state  # every chain starts from the same tuning state, as in pm.sample
-        with quiet_pymc():
-            return pm.sample(
-                draws=int(settings.draws),
-                tune=int(settings.tune),
-                chains=1,
-                cores=1,
-                step=step,
-                initvals=[{naming.UNCONSTRAINED: starts[c]}],
-                random_seed=chain_seeds[c],
-                progressbar=settings.progressbar and os.getpid() == parent,
-                compute_convergence_checks=False,
-                model=proxy,
-            )
-
-    log_chains("the collapsed posterior", target.size, settings.chains, cores, settings.progressbar)
-    idata = run_chains(run_chain, int(settings.chains), cores)
+    idata = sample_from_starts(
+        proxy, step, [{naming.UNCONSTRAINED: s} for s in starts], chain_seeds, settings, "the collapsed posterior", target.size
+    )
     _rename_posterior(idata, posterior, _draws(idata, target, np.random.default_rng(seeds[2])))
     add_group_effects(posterior.design, idata, settings.random_seed, posterior.stats)
     return idata
@@ -490,13 +469,12 @@ def sample_collapsed_nutpie(posterior: CollapsedPosterior, settings: SamplerSett
         target.size, make_logp, make_expand, [np.dtype("float64")], [(target.size,)], [naming.UNCONSTRAINED],
         make_initial_point_fn=initial_point,
     )
-    cores = settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
     idata = nutpie.sample(
         compiled,
         draws=int(settings.draws),
         tune=int(settings.tune),
         chains=int(settings.chains),
-        cores=cores,
+        cores=chain_processes(settings),
         seed=int(np.random.default_rng(seeds[1]).integers(2**31)),
         save_warmup=False,
         progress_bar=settings.progressbar,

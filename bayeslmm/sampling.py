@@ -26,7 +26,7 @@ import pymc as pm
 
 from .errors import ConvergenceWarning, SamplingError
 
-__all__ = ["SamplerSettings", "run_nuts", "run_chains", "quiet_pymc", "log_chains", "diagnose", "Diagnostics"]
+__all__ = ["SamplerSettings", "run_nuts", "run_chains", "sample_from_starts", "chain_processes", "diagnose", "Diagnostics"]
 
 SAMPLERS = {"pymc": None, "nutpie": "nutpie", "numpyro": "numpyro"}
 
@@ -132,7 +132,6 @@ def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, 
 def _run_pymc_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, Any] | None):
     """PyMC's NUTS: initialised once as ``pm.sample(init="jitter+adapt_<mass>")`` would, then one chain per call in :func:`run_chains`."""
     chains = int(settings.chains)
-    cores = settings.cores if settings.cores is not None else min(chains, available_cpus())
     seeds = np.random.SeedSequence(settings.random_seed).spawn(2)
     init_seeds = [int(np.random.default_rng(c).integers(2**30)) for c in seeds[0].spawn(chains)]
     chain_seeds = [int(np.random.default_rng(c).integers(2**30)) for c in seeds[1].spawn(chains)]
@@ -155,13 +154,35 @@ def _run_pymc_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping
         model.replace_rvs_by_values(free), inputs=model.value_vars, on_unused_input="ignore", mode="FAST_COMPILE"
     )
     starts = [{rv.name: np.asarray(v) for rv, v in zip(free, to_rvs(point))} for point in points]
+    size = int(sum(np.size(v) for v in points[0].values()))
+    with warnings.catch_warnings():  # inherited by the forked chain processes
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
+        return sample_from_starts(model, step, starts, chain_seeds, settings, "the full model", size)
+
+
+def chain_processes(settings: SamplerSettings) -> int:
+    """Processes for the chains: ``settings.cores``, or every available CPU up to the number of chains.
+
+    PyMC's own default is half the CPUs (it assumes hyper-threads); the chains are independent, so use them all.
+    """
+    return settings.cores if settings.cores is not None else min(settings.chains, available_cpus())
+
+
+def sample_from_starts(
+    model: pm.Model, step: Any, starts: list[dict], chain_seeds: list[int], settings: SamplerSettings, what: str, size: int
+) -> Any:
+    """Run PyMC's NUTS ``step`` once per chain c, from ``starts[c]`` with seed ``chain_seeds[c]``, via :func:`run_chains`.
+
+    Every chain starts from the step's tuning state as it is now, as in
+    ``pm.sample``; PyMC's per-call messages are replaced by one line naming
+    ``what`` and its ``size`` coordinates.
+    """
     initial_state = step.sampling_state
     parent = os.getpid()
 
     def run_chain(c: int):
-        step.sampling_state = initial_state  # every chain starts from the same tuning state, as in pm.sample
-        with quiet_pymc(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=RuntimeWarning)
+        step.sampling_state = initial_state
+        with _quiet_pymc():
             return pm.sample(
                 draws=int(settings.draws),
                 tune=int(settings.tune),
@@ -175,16 +196,16 @@ def _run_pymc_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping
                 model=model,
             )
 
-    size = int(sum(np.size(v) for v in points[0].values()))
-    log_chains("the full model", size, chains, cores, settings.progressbar)
-    return run_chains(run_chain, chains, cores)
+    cores = chain_processes(settings)
+    _log_chains(what, size, len(starts), cores, settings.progressbar)
+    return run_chains(run_chain, len(starts), cores)
 
 
 _log = logging.getLogger("pymc")
 
 
 @contextlib.contextmanager
-def quiet_pymc():
+def _quiet_pymc():
     """Silence PyMC's per-call messages, which would come once per chain ("Sequential sampling (1 chains ...)",
     "Only 10 samples per chain ..."); :func:`diagnose` reports on all chains together."""
     level = _log.level
@@ -195,7 +216,7 @@ def quiet_pymc():
         _log.setLevel(level)
 
 
-def log_chains(what: str, size: int, chains: int, cores: int, progressbar: bool) -> None:
+def _log_chains(what: str, size: int, chains: int, cores: int, progressbar: bool) -> None:
     """One INFO line, through PyMC's logger, in place of PyMC's per-call ones."""
     jobs = max(1, min(int(cores), int(chains)))
     _log.info(
