@@ -391,15 +391,13 @@ def sample_collapsed(
     posterior: CollapsedPosterior,
     settings: SamplerSettings,
     initvals: Mapping[str, Any] | None = None,
-    integrate_fixed: bool = True,
 ):
     """Run PyMC's NUTS on the collapsed posterior; return a ``DataTree`` with the full model's variables.
 
     Chains start at ``initvals`` (or the moment estimates) plus a jitter of up
     to two Laplace-approximation sds (:func:`laplace_sd`, which also gives the
     initial mass matrix), and run in parallel on every available CPU unless ``settings.cores`` says
-    otherwise. Where :class:`BetaMarginalPosterior` applies (and
-    ``integrate_fixed``), NUTS samples σ and the covariances only and the
+    otherwise. Where :class:`BetaMarginalPosterior` applies, NUTS samples σ and the covariances only and the
     fixed effects are drawn from their exact conditional afterwards; the
     group effects are then drawn exactly by
     :func:`bayeslmm.collapsed.add_group_effects`. The same seed gives the same draws.
@@ -407,7 +405,7 @@ def sample_collapsed(
     settings.validate()
     seeds = np.random.SeedSequence(settings.random_seed).spawn(3)
     rng = np.random.default_rng(seeds[0])
-    target = _target(posterior, integrate_fixed)
+    target = _target(posterior)
     starts, scale = _chain_starts(target, initvals, settings.chains, rng)
     with pm.Model() as proxy:
         theta = pm.Flat(naming.UNCONSTRAINED, shape=target.size)
@@ -446,7 +444,7 @@ def sample_collapsed_nutpie(posterior: CollapsedPosterior, settings: SamplerSett
     settings.validate()
     seeds = np.random.SeedSequence(settings.random_seed).spawn(3)
     rng = np.random.default_rng(seeds[0])
-    target = _target(posterior, True)
+    target = _target(posterior)
     starts, _ = _chain_starts(target, initvals, settings.chains, rng)
     value_grad = target.logp_dlogp
 
@@ -521,9 +519,9 @@ def _add_observed(design: Design, idata: Any) -> None:
     idata["observed_data"] = xr.DataTree(obs)
 
 
-def _target(posterior: CollapsedPosterior, integrate_fixed: bool) -> "CollapsedPosterior | BetaMarginalPosterior":
+def _target(posterior: CollapsedPosterior) -> "CollapsedPosterior | BetaMarginalPosterior":
     """What NUTS samples: the posterior with the fixed effects integrated out where that is exact, else ``posterior``."""
-    marginal = BetaMarginalPosterior.build(posterior) if integrate_fixed else None
+    marginal = BetaMarginalPosterior.build(posterior)
     return marginal if marginal is not None else posterior
 
 

@@ -57,10 +57,6 @@ def _reml_start(design: Design) -> REMLResult | None:
         return None
 
 
-def _same(model: Any) -> Any:
-    return model
-
-
 def lmer(
     formula: str,
     data: pd.DataFrame,
@@ -159,7 +155,7 @@ def lmer(
         idata = sample_collapsed_model(design, prior_set, model_factory, settings, start)
     else:
         model = build_model(design, prior_set, param)
-        model_factory = partial(_same, model)
+        model_factory = lambda: model  # built already
         idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
     add_log_likelihood(design, idata)  # pointwise log-likelihood for loo()/waic()/az.loo
     diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept)
