@@ -12,7 +12,7 @@ tuning and the ``DataTree``; the chains run in forked processes
 (:func:`bayeslmm.sampling.run_chains`); afterwards the draws are mapped
 back to the named variables of the full model. With one grouping factor and
 Normal priors on the fixed effects, those are integrated out as well
-(:class:`BetaMarginalPosterior`) and drawn from their exact conditional.
+(:class:`bayeslmm._beta_marginal.BetaMarginalPosterior`) and drawn from their exact conditional.
 
 The coordinates are PyMC's: the intercept at the predictor means and the
 slopes as they are; ``log`` of σ and of every sd (the interval map for a
@@ -36,9 +36,10 @@ import xarray as xr
 from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdapt
 
 from . import naming
-from ._collapsed_kernel import beta_conditionals, log_posterior, log_posterior_beta_marginal
+from ._beta_marginal import BetaMarginalPosterior
+from ._collapsed_kernel import log_posterior
 from ._moments import moment_estimates
-from ._npdensity import LOG, NONE, NORMAL, PriorSpec, prior_spec, spec_arrays
+from ._npdensity import LOG, PriorSpec, prior_spec, spec_arrays
 from .collapsed import SufficientStats, add_group_effects, sufficient_stats
 from .design import Design
 from .inits import reml_initvals
@@ -227,78 +228,6 @@ class CollapsedPosterior:
         if not spec.contains(value):
             value = 1e-8 if spec.transform == LOG else 0.5 * (spec.lower + spec.upper)
         return spec.forward(value)
-
-
-class BetaMarginalPosterior:
-    """The collapsed posterior with the fixed effects integrated out too; NUTS then runs on σ and the covariances only.
-
-    With one grouping factor and independent Normal priors on the fixed
-    parameters (the defaults), the fixed parameters f are Gaussian given the
-    rest, so they integrate out exactly
-    (:func:`bayeslmm._collapsed_kernel.beta_marginal_and_grad`), and after
-    sampling each draw gets its f from that Gaussian conditional
-    (:meth:`complete`), as the group effects do. NUTS sampling f jointly with the
-    sds meets the posterior dependence of f on them (the uncertainty of a slope
-    grows with the sd of the group slopes), which costs it tree depth and
-    effective samples; here it never sees it. Use :meth:`build`.
-    """
-
-    def __init__(self, base: CollapsedPosterior) -> None:
-        self.base = base
-        p, st = base.p, base.stats
-        T = np.eye(p)  # β = T f: f is the intercept at the predictor means and the slopes
-        if base.centered:
-            T = np.zeros((p, p))
-            T[base.idx, 0] = 1.0
-            for j, col in enumerate(base.slope_index):
-                T[col, 1 + j] = 1.0
-                T[base.idx, 1 + j] = -base.xbar[j]
-        self.f0 = np.linalg.solve(T, st.beta0)
-        self.oX = np.ascontiguousarray(st.oX @ T)
-        self.Xe = T.T @ st.Xe
-        self.XX = T.T @ st.XX @ T
-        mu = np.array([spec.params[0] for spec in base.specs[:p]])
-        sd = np.array([spec.params[1] for spec in base.specs[:p]])
-        self.prior_mu = mu - self.f0
-        self.prior_prec = sd**-2.0
-        self.p = p
-        self.size = base.size - p
-        self._args = self._kernel_args()
-
-    @classmethod
-    def build(cls, base: CollapsedPosterior) -> "BetaMarginalPosterior | None":
-        """The integrated posterior, or None unless there is one grouping factor and every fixed prior is Normal."""
-        p = base.p
-        if p == 0 or base.stats.structure.inner:
-            return None
-        if not all(spec.code == NORMAL and spec.transform == NONE for spec in base.specs[:p]):
-            return None
-        return cls(base)
-
-    def _kernel_args(self) -> tuple:
-        b, st = self.base, self.base.stats
-        return (b.p, b.codes, b.transforms, b.prm, b.blk_q, b.blk_off, b.blk_sd, b.blk_cpc, b.lkj_b, b.q_outer,
-                self.prior_mu, self.prior_prec, st.oo, self.oX, st.oe, st.ee, self.Xe, self.XX, float(st.n))
-
-    def logp_dlogp(self, v: np.ndarray) -> tuple[float, np.ndarray]:
-        """Log posterior of σ and the covariance coordinates ``v`` (f integrated out), and its gradient."""
-        return log_posterior_beta_marginal(v, *self._args)
-
-    def start(self, initvals: Mapping[str, Any] | None = None) -> np.ndarray:
-        """The base posterior's starting point without its fixed parameters."""
-        return self.base.start(initvals)[self.p :]
-
-    def complete(self, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Draws ``v`` (S, size) -> the base posterior's draws (S, p + size), with f drawn from its exact conditional."""
-        b, st = self.base, self.base.stats
-        theta = np.concatenate([np.zeros((v.shape[0], self.p)), v], axis=1)
-        mean, cov = beta_conditionals(
-            theta, b.p, b.transforms, b.prm, b.blk_q, b.blk_off, b.blk_sd, b.blk_cpc, b.q_outer,
-            self.prior_mu, self.prior_prec, st.oo, self.oX, st.oe, st.ee, self.Xe, self.XX, float(st.n),
-        )
-        L = np.linalg.cholesky(cov)
-        theta[:, : self.p] = self.f0 + mean + np.einsum("sij,sj->si", L, rng.standard_normal(mean.shape))
-        return theta
 
 
 def laplace_sd(value_grad, x: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:

@@ -26,7 +26,8 @@ import bayeslmm
 from bayeslmm import _npdensity as nd
 from bayeslmm import naming
 from bayeslmm._collapsed_kernel import marginal_and_grad
-from bayeslmm._collapsed_nuts import BetaMarginalPosterior, CollapsedPosterior, _corr_chol
+from bayeslmm._beta_marginal import BetaMarginalPosterior
+from bayeslmm._collapsed_nuts import CollapsedPosterior, _corr_chol
 from bayeslmm.api import design_for
 from bayeslmm.collapsed import (
     add_group_effects,
