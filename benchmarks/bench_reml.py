@@ -27,7 +27,7 @@ from bayeslmm.design import Design, build_design  # noqa: E402
 from bayeslmm.formula import parse_formula  # noqa: E402
 from bayeslmm.reml import REMLResult, fit_reml  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = REPO / "tests" / "data"  # lme4 results and data shipped with the tests
 REFERENCE = SHARED / "reference" / "lme4_reml.json"
 
 #: What we know of lme4's own timings (seconds).

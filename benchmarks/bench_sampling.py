@@ -45,7 +45,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "tests" / "data" / "data"  # the lme4 data sets shipped with the tests
 OURS = REPO / ".venv" / "bin" / "python"
 BAMBI = HERE / ".venv-bambi" / "bin" / "python"
 

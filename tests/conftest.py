@@ -1,9 +1,8 @@
-"""Shared fixtures: the outside references in ../shared and fitted models reused across modules."""
+"""Shared fixtures: the outside references in tests/data and fitted models reused across modules."""
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -16,19 +15,28 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BAYESLMM_SHARED", REPO.parent / "shared"))
-REFERENCE_FILE = SHARED / "reference" / "lme4_reml.json"
+#: lme4's results and the data they came from, shipped with the tests (see tests/data/README.md).
+REFERENCE_DIR = Path(__file__).resolve().parent / "data"
+REFERENCE_FILE = REFERENCE_DIR / "reference" / "lme4_reml.json"
+
+
+def reference_json(name: str) -> dict:
+    """One of the reference files in ``tests/data/reference``; a missing file is an error, never a skip."""
+    path = REFERENCE_DIR / "reference" / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"The reference file {path} is missing from the repository (see tests/data/README.md).")
+    return json.loads(path.read_text())
+
+
+def reference_data(relpath: str) -> pd.DataFrame:
+    """A data set named by a reference file's ``data`` field (``"data/sleepstudy.csv"``)."""
+    return pd.read_csv(REFERENCE_DIR / relpath)
 
 
 @lru_cache(maxsize=1)
 def reference() -> dict:
     """lme4 1.1-31 results for the shared cases (see the file's ``_about``)."""
-    if not REFERENCE_FILE.exists():
-        raise FileNotFoundError(
-            f"The lme4 reference file {REFERENCE_FILE} is missing; tests need ../shared beside the repo "
-            "(or set BAYESLMM_SHARED)."
-        )
-    return json.loads(REFERENCE_FILE.read_text())
+    return reference_json("lme4_reml")
 
 
 def case_names() -> list[str]:
@@ -40,7 +48,7 @@ def case(name: str) -> dict:
 
 
 def case_data(name: str) -> pd.DataFrame:
-    return pd.read_csv(SHARED / case(name)["data"])
+    return reference_data(case(name)["data"])
 
 
 _FITS: dict = {}

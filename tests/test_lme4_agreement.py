@@ -1,4 +1,4 @@
-"""Bayesian fits against lme4's REML fits of the shared cases (../shared/reference/lme4_reml.json).
+"""Bayesian fits against lme4's REML fits of the shared cases (tests/data/reference/lme4_reml.json).
 
 Tolerances are statistical: distances are measured in posterior sds, and the
 reference values are lme4 1.1-31's. Each assertion names the R expression.

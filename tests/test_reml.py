@@ -1,6 +1,6 @@
 """REML/ML fits (bayeslmm.reml) against lme4 1.1-31 on the shared cases.
 
-The reference file ../shared/reference/lme4_reml.json holds, per case, lme4's
+The reference file tests/data/reference/lme4_reml.json holds, per case, lme4's
 results; each assertion below names the R expression behind the number. A
 second group of tests checks the linear algebra against a brute-force dense
 computation of the same quantities, for every Schur-complement code path.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import warnings
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,25 +20,24 @@ import bayeslmm._linalg as linalg
 from bayeslmm.design import Design, build_design
 from bayeslmm.errors import BayesLMMError, ConvergenceWarning, DataWarning
 from bayeslmm.formula import parse_formula
+from conftest import reference, reference_data
+
 from bayeslmm.reml import SINGULAR_MESSAGE, REMLResult, _criterion, block_sd_corr, fit_reml
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE_FILE = SHARED / "reference" / "lme4_reml.json"
 
 
 @lru_cache(maxsize=1)
 def _reference() -> dict:
-    return json.loads(REFERENCE_FILE.read_text())["cases"]
+    return reference()["cases"]
 
 
-CASES = list(_reference()) if REFERENCE_FILE.exists() else []
-pytestmark = pytest.mark.skipif(not REFERENCE_FILE.exists(), reason=f"{REFERENCE_FILE} is missing")
+CASES = list(_reference())
 
 
 @lru_cache(maxsize=None)
 def _design(name: str) -> Design:
     case = _reference()[name]
-    return build_design(parse_formula(case["formula"]), pd.read_csv(SHARED / case["data"]))
+    return build_design(parse_formula(case["formula"]), reference_data(case["data"]))
 
 
 @lru_cache(maxsize=None)
@@ -159,7 +157,7 @@ def test_regular_fit_does_not_warn() -> None:
 
 def test_rank_deficient_fixed_effects() -> None:
     data = _reference()["sleep_slopes"]
-    df = pd.read_csv(SHARED / data["data"])
+    df = reference_data(data["data"])
     df["Days2"] = 2.0 * df["Days"]  # aliased with Days: lme4 drops it
     with pytest.warns(DataWarning, match="rank deficient"):
         design = build_design(parse_formula("Reaction ~ Days + Days2 + (Days | Subject)"), df)
