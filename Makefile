@@ -21,6 +21,7 @@ demo: $(VENV)/.installed-core
 	$(VENV)/bin/bayeslmm demo
 
 test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-slow: $(VENV)/.installed-test

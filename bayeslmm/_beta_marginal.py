@@ -15,7 +15,8 @@ it applies. The algebra is written out in ``docs/collapsed.md``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 import numpy as np
 from numba import njit
@@ -340,7 +341,7 @@ class BetaMarginalPosterior:
     effective samples; here it never sees it. Use :meth:`build`.
     """
 
-    def __init__(self, base: "CollapsedPosterior") -> None:
+    def __init__(self, base: CollapsedPosterior) -> None:
         self.base = base
         p, st = base.p, base.stats
         T = np.eye(p)  # β = T f: f is the intercept at the predictor means and the slopes
@@ -363,7 +364,7 @@ class BetaMarginalPosterior:
         self._args = self._kernel_args()
 
     @classmethod
-    def build(cls, base: "CollapsedPosterior") -> "BetaMarginalPosterior | None":
+    def build(cls, base: CollapsedPosterior) -> BetaMarginalPosterior | None:
         """The integrated posterior, or None unless there is one grouping factor and every fixed prior is Normal."""
         p = base.p
         if p == 0 or base.stats.structure.inner:

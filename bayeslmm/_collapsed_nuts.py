@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pymc as pm
@@ -145,7 +146,7 @@ class CollapsedPosterior:
         )
 
     @classmethod
-    def build(cls, design: Design, priors: Priors) -> "CollapsedPosterior | None":
+    def build(cls, design: Design, priors: Priors) -> CollapsedPosterior | None:
         """The posterior of a collapsible design, or None if some prior has no spec in :mod:`bayeslmm._npdensity`."""
         names = list(design.fixed_names)
         idx = design.intercept_index
@@ -285,7 +286,7 @@ class _ValueGrad:
     #: Points remembered; more than one trajectory of NUTS's default maximum depth (2¹⁰ steps).
     CACHE_SIZE = 1100
 
-    def __init__(self, posterior: "CollapsedPosterior | BetaMarginalPosterior") -> None:
+    def __init__(self, posterior: CollapsedPosterior | BetaMarginalPosterior) -> None:
         self._posterior = posterior
         self._extra_vars_shared: dict[str, Any] = {}
         self._cache: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
@@ -448,13 +449,13 @@ def _add_observed(design: Design, idata: Any) -> None:
     idata["observed_data"] = xr.DataTree(obs)
 
 
-def _target(posterior: CollapsedPosterior) -> "CollapsedPosterior | BetaMarginalPosterior":
+def _target(posterior: CollapsedPosterior) -> CollapsedPosterior | BetaMarginalPosterior:
     """What NUTS samples: the posterior with the fixed effects integrated out where that is exact, else ``posterior``."""
     marginal = BetaMarginalPosterior.build(posterior)
     return marginal if marginal is not None else posterior
 
 
-def _draws(idata: Any, target: "CollapsedPosterior | BetaMarginalPosterior", rng: np.random.Generator) -> np.ndarray:
+def _draws(idata: Any, target: CollapsedPosterior | BetaMarginalPosterior, rng: np.random.Generator) -> np.ndarray:
     """The sampled vectors (chain-major, draws × the collapsed posterior's size), fixed effects drawn in if integrated."""
     old = idata.posterior
     theta = np.asarray(old[naming.UNCONSTRAINED].values, dtype=float).reshape(int(old.sizes["chain"]) * int(old.sizes["draw"]), -1)

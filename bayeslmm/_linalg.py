@@ -30,7 +30,8 @@ All paths are tested against each other and against brute force.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -96,7 +97,7 @@ class ThetaLayout:
     lower: np.ndarray
 
     @classmethod
-    def from_q(cls, qs: tuple[int, ...]) -> "ThetaLayout":
+    def from_q(cls, qs: tuple[int, ...]) -> ThetaLayout:
         """Layout of θ for blocks with ``qs`` terms each."""
         offsets, lower, pos = [], [], 0
         for q in qs:

@@ -35,7 +35,7 @@ ones did not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy.stats import chi2

@@ -76,7 +76,7 @@ def field(d: dict[str, Any], key: str, typ: type) -> Any:
 
 
 def plain(obj: Any) -> Any:
-    """numpy scalars to Python scalars, tuples to lists, recursively."""
+    """Numpy scalars to Python scalars, tuples to lists, recursively."""
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

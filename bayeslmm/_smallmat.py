@@ -14,7 +14,8 @@ pass the backend module (``numpy`` or ``pytensor.tensor``) as ``xp``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 __all__ = [
     "Mat",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import pandas as pd
 from formulae.environment import Environment
@@ -41,6 +42,11 @@ def _sampled_vars(design: Design) -> list[str]:
         if b.q > 1:
             names.append(naming.cor(b.label))
     return names
+
+
+def _built(model: Any) -> Any:
+    """The model itself: the full model is built before sampling, so its factory returns it."""
+    return model
 
 
 def _reml_start(design: Design) -> REMLResult | None:
@@ -155,7 +161,7 @@ def lmer(
         idata = sample_collapsed_model(design, prior_set, model_factory, settings, start)
     else:
         model = build_model(design, prior_set, param)
-        model_factory = lambda: model  # built already
+        model_factory = partial(_built, model)
         idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
     add_log_likelihood(design, idata)  # pointwise log-likelihood for loo()/waic()/az.loo
     diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import click
 

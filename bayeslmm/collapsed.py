@@ -385,7 +385,7 @@ def add_group_effects(design: Design, idata: Any, random_seed: int | None = None
     for start in range(0, S, step):
         sel = slice(start, min(S, start + step))
 
-        def lam(keys: tuple[int, ...]) -> sm.Mat:
+        def lam(keys: tuple[int, ...], sel: slice = sel) -> sm.Mat:
             mats = []
             for k in keys:
                 c = chols[k][sel]

@@ -321,8 +321,11 @@ def _factor_labels(frame: pd.DataFrame, fvars: tuple[str, ...]) -> list[str]:
 # Rank deficiency
 # ---------------------------------------------------------------------------
 def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
-    """Indices of the columns to keep: each column is kept unless it is a linear
-    combination of the columns before it (lme4 keeps the earlier columns too)."""
+    """Indices of the columns to keep.
+
+    Each column is kept unless it is a linear combination of the columns before it
+    (lme4 keeps the earlier columns too).
+    """
     # Gram-Schmidt against the kept columns only (twice, for stability). Unlike the diagonal of an
     # unpivoted QR, this stays right after a dependent column and when there are more columns than rows.
     keep: list[int] = []

@@ -12,7 +12,8 @@ when the fit is made (:func:`add_log_likelihood`), so ``fit.loo()`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import arviz as az
 import numpy as np

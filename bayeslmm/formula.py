@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from formulae.expr import Binary, Grouping
+from formulae.expr import Binary
 from formulae.parser import Parser
 from formulae.resolver import Resolver
 from formulae.scanner import Scanner
@@ -257,7 +257,7 @@ def parse_formula(formula: str) -> ParsedFormula:
                 )
             seen.add(key)
             by_factor.setdefault(gt.factor, []).append(gt)
-        for factor, gts in by_factor.items():
+        for gts in by_factor.values():
             fvars = _factor_vars(gts[0], formula)
             if nested:
                 fvars = tuple(reversed(fvars))

@@ -5,7 +5,8 @@ Reached through ``fit.plot`` (see :mod:`bayeslmm.plots`, which re-exports them).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np

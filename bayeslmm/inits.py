@@ -8,7 +8,7 @@ PyMC's jitter then spreads the chains.
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 import numpy as np
 import pymc as pm

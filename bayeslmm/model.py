@@ -14,7 +14,7 @@ Each block is non-centered by default (``gamma = z * tau`` or
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pymc as pm

@@ -15,7 +15,8 @@ The group-level plots live in :mod:`bayeslmm.group_plots` and are re-exported he
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -349,7 +350,7 @@ def ppc(fit: Any, num_samples: int = 50, random_seed: int | None = None, **kwarg
 # ---------------------------------------------------------------------------
 def _method(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
-    def method(self: "FitPlots", *args: Any, **kwargs: Any) -> Any:
+    def method(self: FitPlots, *args: Any, **kwargs: Any) -> Any:
         return func(self._fit, *args, **kwargs)
 
     return method

@@ -17,7 +17,8 @@ single "draw" (:meth:`ParamDraws.point`); a fit object that has a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,9 +85,12 @@ class ParamDraws:
         return arr.reshape(self.chains, -1, *arr.shape[1:])
 
     @classmethod
-    def point(cls, beta: np.ndarray, sigma: float, ranef: Sequence[np.ndarray], cov: Sequence[np.ndarray]) -> "ParamDraws":
-        """Point estimates as a single draw: β ``(p,)``, σ, per block the modes ``(levels, q)``
-        and the ``(q, q)`` covariance (a REML fit: ``beta``, ``sigma``, ``ranef``, ``block_cov``)."""
+    def point(cls, beta: np.ndarray, sigma: float, ranef: Sequence[np.ndarray], cov: Sequence[np.ndarray]) -> ParamDraws:
+        """Point estimates as a single draw.
+
+        β ``(p,)``, σ, per block the modes ``(levels, q)`` and the ``(q, q)`` covariance
+        (a REML fit: ``beta``, ``sigma``, ``ranef``, ``block_cov``).
+        """
         return cls(
             beta=np.asarray(beta, dtype=float).reshape(1, -1),
             sigma=np.asarray([sigma], dtype=float),
@@ -150,7 +154,7 @@ class Rows:
         return int(self.X.shape[0])
 
     @classmethod
-    def from_design(cls, design: Design) -> "Rows":
+    def from_design(cls, design: Design) -> Rows:
         """The training rows."""
         n = design.nobs
         return cls(
@@ -162,7 +166,7 @@ class Rows:
         )
 
     @classmethod
-    def from_new(cls, design: Design, nd: NewDesign, newdata: pd.DataFrame) -> "Rows":
+    def from_new(cls, design: Design, nd: NewDesign, newdata: pd.DataFrame) -> Rows:
         """Encoded new rows; ``newdata`` gives the labels of unseen levels."""
         codes = []
         frame = newdata.reset_index(drop=True)
@@ -176,7 +180,7 @@ class Rows:
             codes.append(code)
         return cls(nd.X, tuple(nd.group_idx), tuple(nd.Z), tuple(nd.new_levels), tuple(codes))
 
-    def take(self, sel: slice) -> "Rows":
+    def take(self, sel: slice) -> Rows:
         """A contiguous subset of the rows."""
         return Rows(
             self.X[sel],

@@ -11,7 +11,8 @@ the names an lme4/Bambi user would write: ``"Days"``, ``"(Intercept)"``,
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ class Prior:
         return {"dist": self.dist, **{k: _plain(v) for k, v in self.params}}
 
     @classmethod
-    def from_spec(cls, spec: Any, key: str) -> "Prior":
+    def from_spec(cls, spec: Any, key: str) -> Prior:
         """Build a Prior from a Prior, or a dict ``{"dist": "Normal", "mu": 0, ...}``."""
         if isinstance(spec, Prior):
             return spec
@@ -184,7 +185,7 @@ class Priors:
         ]
 
     @classmethod
-    def from_list(cls, rows: list[dict[str, Any]], intercept_centered: bool) -> "Priors":
+    def from_list(cls, rows: list[dict[str, Any]], intercept_centered: bool) -> Priors:
         """Inverse of :meth:`to_list`."""
         entries = tuple(
             PriorEntry(r["cls"], r["block"], r["term"], Prior.from_spec(r["prior"], str(r["term"])), r["source"])
@@ -305,8 +306,10 @@ def _check_support(entry: PriorEntry, prior: Prior, key: str) -> None:
 
 
 def check_prior_params(prior: Prior, key: str) -> None:
-    """Raise :class:`PriorError` if ``prior`` has parameters its distribution does not take, or lacks
-    required ones (PyMC silently ignores unknown keyword arguments such as ``sd=``)."""
+    """Raise :class:`PriorError` if ``prior`` has parameters its distribution does not take, or lacks required ones.
+
+    PyMC silently ignores unknown keyword arguments such as ``sd=``, so they are checked here.
+    """
     import inspect
 
     import pymc as pm

@@ -15,7 +15,7 @@ from .summary import ModelSummary, groups_line, random_effects_block
 __all__ = ["REMLFit", "fit_frequentist"]
 
 
-def fit_frequentist(design: Design, method: str = "REML") -> "REMLFit":
+def fit_frequentist(design: Design, method: str = "REML") -> REMLFit:
     """Fit a design by REML or ML and wrap it (stage used by ``lmer(method="REML")``)."""
     return REMLFit(design=design, result=fit_reml(design, method))
 

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ class FitBase:
         return pd.Series(self.design.y - self.fitted().to_numpy(), index=self.design.frame.index, name="resid")
 
     def fitted(self) -> pd.Series:  # pragma: no cover - overridden
+        """Fitted values, row-aligned with the data used (each fit kind defines them)."""
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -129,9 +131,11 @@ class BayesFit(FitBase):
 
     @property
     def plot(self):
-        """Plots of this fit: ``fit.plot.caterpillar()``, ``fit.plot.trajectories("Days")``,
-        ``residuals``, ``qq``, ``observed_fitted``, ``shrinkage``, ``trace``, ``rank``, ``forest``,
-        ``ppc`` (see :mod:`bayeslmm.plots`)."""
+        """Plots of this fit (see :mod:`bayeslmm.plots`).
+
+        ``fit.plot.caterpillar()``, ``fit.plot.trajectories("Days")``, ``residuals``, ``qq``,
+        ``observed_fitted``, ``shrinkage``, ``trace``, ``rank``, ``forest``, ``ppc``.
+        """
         from .plots import FitPlots
 
         return FitPlots(self)
@@ -188,7 +192,7 @@ class BayesFit(FitBase):
         """PSIS-LOO cross-validation (:func:`arviz.loo`) from the stored pointwise log-likelihood."""
         return _fitstats.loo(self, pointwise)
 
-    def waic(self) -> "_fitstats.WAIC":
+    def waic(self) -> _fitstats.WAIC:
         """WAIC, computed from the pointwise log-likelihood (ArviZ 1.x has no ``waic``)."""
         return _fitstats.waic(self)
 

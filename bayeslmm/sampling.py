@@ -18,7 +18,8 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import arviz as az
 import numpy as np
@@ -206,8 +207,11 @@ _log = logging.getLogger("pymc")
 
 @contextlib.contextmanager
 def _quiet_pymc():
-    """Silence PyMC's per-call messages, which would come once per chain ("Sequential sampling (1 chains ...)",
-    "Only 10 samples per chain ..."); :func:`diagnose` reports on all chains together."""
+    """Silence PyMC's per-call messages, which would come once per chain.
+
+    ("Sequential sampling (1 chains ...)", "Only 10 samples per chain ..."); :func:`diagnose`
+    reports on all chains together.
+    """
     level = _log.level
     _log.setLevel(logging.ERROR)
     try:

@@ -26,7 +26,8 @@ The ``params`` format, keyed by the names lme4 prints::
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd

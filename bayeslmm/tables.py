@@ -48,7 +48,7 @@ def _check_prob(prob: float) -> None:
 
 
 def interval_names(prob: float) -> tuple[str, str]:
-    """brms's interval column names for a probability, e.g. ``("l-95% CI", "u-95% CI")``.
+    """Brms's interval column names for a probability, e.g. ``("l-95% CI", "u-95% CI")``.
 
     Raises ``BayesLMMError`` when ``prob`` is not a number in (0, 1).
     """
@@ -207,7 +207,7 @@ def coef_table(design: Design, idata, prob: float = 0.95, long: bool = False):
         extra = [t for b in blocks for t in b.terms if t not in terms]
         terms = terms + extra
         total = np.zeros((S, len(levels), len(terms)))
-        for j, t in enumerate(design.fixed_names):
+        for j in range(len(design.fixed_names)):
             total[:, :, j] = beta[:, j][:, None]
         for b in blocks:
             r = ranef_draws(b, idata).reshape(S, b.n_levels, b.q)

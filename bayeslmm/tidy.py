@@ -10,7 +10,8 @@ Column names and term names follow broom.mixed (``tidy.brmsfit`` /
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -122,7 +122,7 @@ def _fit_bambi(formula: str, data: pd.DataFrame, sampler: str = "pymc", **kw: An
     idata = model.fit(inference_method=sampler, random_seed=kw.pop("random_seed"), progressbar=False, **kw)
     post = idata.posterior
     arrays = []
-    for name, da in post.data_vars.items():
+    for da in post.data_vars.values():
         if any(str(d).endswith("__factor_dim") or str(d).endswith("__obs__") for d in da.dims):
             continue
         arrays.append(da.values)

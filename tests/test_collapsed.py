@@ -624,5 +624,8 @@ def test_laplace_sd_recovers_gaussian_scales():
         return -0.5 * r @ prec @ r, -prec @ r
 
     np.testing.assert_allclose(laplace_sd(value_grad, mean + 0.3), np.sqrt(np.diag(cov)), rtol=1e-6)
-    flat = lambda x: (0.0, np.zeros_like(x))  # no curvature: fall back to PyMC's unit scales
+
+    def flat(x):  # no curvature: fall back to PyMC's unit scales
+        return 0.0, np.zeros_like(x)
+
     np.testing.assert_array_equal(laplace_sd(flat, mean), np.ones(3))

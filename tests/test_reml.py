@@ -8,9 +8,8 @@ computation of the same quantities, for every Schur-complement code path.
 
 from __future__ import annotations
 
-import json
 import warnings
-from functools import lru_cache
+from functools import lru_cache, cache
 
 import numpy as np
 import pandas as pd
@@ -34,13 +33,13 @@ def _reference() -> dict:
 CASES = list(_reference())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _design(name: str) -> Design:
     case = _reference()[name]
     return build_design(parse_formula(case["formula"]), reference_data(case["data"]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fit(name: str, method: str) -> REMLResult:
     return fit_reml(_design(name), method=method)
 
@@ -184,7 +183,7 @@ def test_bad_method() -> None:
 # ---------------------------------------------------------------------------
 # The linear algebra against brute force, for every code path
 # ---------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _dense_reference_for(which: str, theta_key: tuple[float, ...], sigma: float):
     design = _crossed_correlated() if which == "crossed_correlated" else _design(which)
     return _dense_reference(design, np.array(theta_key), sigma)
@@ -222,7 +221,7 @@ def _dense_reference(design: Design, theta: np.ndarray, sigma: float):
     return crit, beta, b, condsd
 
 
-@lru_cache(maxsize=None)
+@cache
 def _crossed_correlated(seed: int = 11) -> Design:
     """Three crossed factors, two of them with correlated random slopes."""
     rng = np.random.default_rng(seed)
