@@ -6,7 +6,8 @@
 The cases cover every sampling route of ``lmer``: the collapsed posterior with the fixed effects
 integrated out (sleepstudy), the collapsed posterior with them sampled (sleepstudy with a StudentT
 prior on the slope; Pastes, nested), the full model (Penicillin, crossed; sleepstudy), nutpie on the
-collapsed posterior, and the PyTensor graph of the collapsed model (a prior without a numba form). Chains outnumber processes so that the forked chain runner is exercised.
+collapsed posterior, and the PyTensor graph of the collapsed model (a prior without a numba form).
+Chains outnumber processes so that the forked chain runner is exercised.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def timing(key: str) -> bool:
 
 
 def main() -> int:
+    """Save or compare, as the command line says."""
     mode, path = sys.argv[1], sys.argv[2]
     got = draws()
     if mode == "save":
