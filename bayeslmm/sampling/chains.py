@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from ..errors import SamplingError
 from .progress import Progress
 from .settings import SamplerSettings, chain_processes
 
-__all__ = ["INTERRUPTED", "sample_from_starts", "run_chains", "check_complete", "quiet_pymc"]
+__all__ = ["INTERRUPTED", "sample_from_starts", "run_chains", "uninterrupted", "quiet_pymc"]
 
 #: The message of the :class:`KeyboardInterrupt` an interrupted run raises.
 INTERRUPTED = "Sampling was interrupted; no fit was returned."
@@ -39,14 +40,39 @@ _log = logging.getLogger("pymc")
 
 
 def check_complete(tree: Any, draws: int) -> Any:
-    """Return ``tree``, or raise :class:`KeyboardInterrupt` if it has fewer than ``draws`` draws per chain.
-
-    PyMC and nutpie end a run early only when interrupted, and then return
-    what they have: a fit that looks complete but is not.
-    """
+    """Return ``tree``, or raise :class:`KeyboardInterrupt` if it has fewer than ``draws`` draws per chain."""
     if int(tree["posterior"].sizes["draw"]) < int(draws):
         raise KeyboardInterrupt(INTERRUPTED)
     return tree
+
+
+def uninterrupted(run: Callable[[], Any], draws: int) -> Any:
+    """``run()`` (a sampler call), raising :class:`KeyboardInterrupt` if SIGINT arrived while it ran.
+
+    PyMC and nutpie catch an interrupt and return the draws made so far as if
+    the run were complete, or fail on them later (PyMC: "Not enough samples
+    to build a trace"); this notes the signal itself and checks the length.
+    """
+    hit: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        hit.append(True)
+        raise KeyboardInterrupt
+
+    install = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, handler) if install else None
+    try:
+        tree = run()
+    except BaseException:
+        if hit:
+            raise KeyboardInterrupt(INTERRUPTED) from None
+        raise
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
+    if hit:
+        raise KeyboardInterrupt(INTERRUPTED)
+    return check_complete(tree, draws)
 
 
 @contextlib.contextmanager
@@ -79,20 +105,22 @@ def sample_from_starts(
     def run_chain(c: int):
         set_step_state(step, initial_state)
         with quiet_pymc():
-            tree = pm.sample(
-                draws=int(settings.draws),
-                tune=int(settings.tune),
-                chains=1,
-                cores=1,
-                step=step,
-                initvals=starts[c],
-                random_seed=chain_seeds[c],
-                progressbar=False,
-                callback=progress.callback(c),
-                compute_convergence_checks=False,
-                model=model,
+            return uninterrupted(
+                lambda: pm.sample(
+                    draws=int(settings.draws),
+                    tune=int(settings.tune),
+                    chains=1,
+                    cores=1,
+                    step=step,
+                    initvals=starts[c],
+                    random_seed=chain_seeds[c],
+                    progressbar=False,
+                    callback=progress.callback(c),
+                    compute_convergence_checks=False,
+                    model=model,
+                ),
+                settings.draws,
             )
-        return check_complete(tree, settings.draws)
 
     return run_chains(run_chain, len(starts), cores, progress)
 
@@ -137,6 +165,8 @@ def run_chains(run_chain: Callable[[int], Any], chains: int, cores: int, progres
                 if result[0] == "error":
                     raise SamplingError(f"Sampling failed in a worker process: {result[1]}")
                 parts.update(result[1])
+    except KeyboardInterrupt as exc:  # also one that came while waiting for the chain processes
+        raise (exc if exc.args else KeyboardInterrupt(INTERRUPTED)) from None
     finally:
         _stop(children)
     return _join_chains([parts[c] for c in range(chains)], time.perf_counter() - start)

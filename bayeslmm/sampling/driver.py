@@ -26,7 +26,7 @@ from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdapt
 
 from .. import naming
 from ..compat import CompiledLogpDlogp
-from .chains import check_complete, quiet_pymc, sample_from_starts
+from .chains import quiet_pymc, sample_from_starts, uninterrupted
 from .progress import Progress
 from .settings import SamplerSettings, chain_processes
 
@@ -190,18 +190,20 @@ def _nutpie(target: DensityTarget, starts: list, scale: np.ndarray, rng: Any, se
     shown = settings.progressbar and _is_terminal()
     with Progress(f"NUTS (nutpie) on {what} ({target.size} coordinates)", settings.chains, settings.tune, settings.draws,
                   1, enabled=settings.progressbar and not shown, counted=False):
-        tree = nutpie.sample(
-            compiled,
-            draws=int(settings.draws),
-            tune=int(settings.tune),
-            chains=int(settings.chains),
-            cores=chain_processes(settings),
-            seed=int(np.random.default_rng(seed).integers(2**31)),
-            save_warmup=False,
-            progress_bar=shown,
-            target_accept=settings.target_accept,
+        return uninterrupted(
+            lambda: nutpie.sample(
+                compiled,
+                draws=int(settings.draws),
+                tune=int(settings.tune),
+                chains=int(settings.chains),
+                cores=chain_processes(settings),
+                seed=int(np.random.default_rng(seed).integers(2**31)),
+                save_warmup=False,
+                progress_bar=shown,
+                target_accept=settings.target_accept,
+            ),
+            settings.draws,
         )
-        return check_complete(tree, settings.draws)
 
 
 def _is_terminal() -> bool:
@@ -290,7 +292,7 @@ def run_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, 
     ):
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*The number of samples is too small.*")
-        return check_complete(pm.sample(**kwargs), settings.draws)
+        return uninterrupted(lambda: pm.sample(**kwargs), settings.draws)
 
 
 def _run_pymc_nuts(model: pm.Model, settings: SamplerSettings, initvals: Mapping[str, Any] | None) -> Any:

@@ -80,7 +80,7 @@ class Progress:
         self._start = time.perf_counter()
         if self.enabled:
             iters = f"{self.tune + self.draws} iterations ({self.tune} tuning)"
-            self._write(f"{self.headline}: {self.chains} chain(s) x {iters} in {self.processes} process(es)\n")
+            self._write(f"{self.headline}: {_count(self.chains, 'chain')} x {iters} in {_count(self.processes, 'process')}\n")
             if self.counted:
                 self._thread = threading.Thread(target=self._run, name="bayeslmm-progress", daemon=True)
                 self._thread.start()
@@ -105,14 +105,14 @@ class Progress:
 
     def _done_line(self) -> str:
         seconds = time.perf_counter() - self._start
-        line = f"Sampled {self.chains} chain(s) x {self.draws} draws after {self.tune} tuning steps in {seconds:.1f} s"
-        return f"{line}; {self._totals()[1]} divergence(s)" if self.counted else line
+        line = f"Sampled {_count(self.chains, 'chain')} x {self.draws} draws after {self.tune} tuning steps in {seconds:.1f} s"
+        return f"{line}; {_count(self._totals()[1], 'divergence')}" if self.counted else line
 
     def _status(self) -> str:
         done, divergences, per_chain = self._totals()
         total = self.chains * (self.tune + self.draws)
         seconds = time.perf_counter() - self._start
-        line = f"{done}/{total} iterations ({100 * done / max(total, 1):.0f}%), {divergences} divergence(s), {seconds:.1f} s"
+        line = f"{done}/{total} iterations ({100 * done / max(total, 1):.0f}%), {_count(divergences, 'divergence')}, {seconds:.1f} s"
         if 0 < done < total:
             line += f", about {seconds * (total - done) / done:.0f} s left"
         if self.tty and self.chains <= 8:
@@ -132,3 +132,8 @@ class Progress:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 chain"``, ``"4 chains"``, ``"2 processes"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
