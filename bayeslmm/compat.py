@@ -118,7 +118,8 @@ def link_pip_blas() -> None:
     ``blas__ldflags`` setting (computed on its first use) by one that first
     tries :func:`pip_blas_ldflags`, with the same test program PyTensor runs,
     and otherwise falls back to PyTensor's own search. A value the user set
-    (``PYTENSOR_FLAGS``, ``.pytensorrc``) or one already computed is left alone.
+    (``PYTENSOR_FLAGS``, ``.pytensorrc``) or one already computed is left alone. The default sits
+    in the setting's private ``_default``.
     """
     import pytensor
     from pytensor.link.c import cmodule
@@ -134,5 +135,5 @@ def link_pip_blas() -> None:
             return flags
         return pytensor_default() if callable(pytensor_default) else pytensor_default
 
-    param.default = ldflags
+    param._default = ldflags
     param._bayeslmm = True

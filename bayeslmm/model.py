@@ -21,11 +21,14 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from . import naming
+from .compat import link_pip_blas
 from .design import BlockDesign, Design
 from .errors import PriorError
 from .priors import Prior, Priors
 
 __all__ = ["build_model", "model_coords", "fixed_effects", "block_effects", "prior_rv", "prior_dist"]
+
+link_pip_blas()  # PyTensor's BLAS operations (e.g. in LKJCholeskyCov's graphs) link to the scipy-openblas32 wheel
 
 
 def model_coords(design: Design) -> dict[str, list]:

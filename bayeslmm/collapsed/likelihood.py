@@ -27,7 +27,7 @@ __all__ = ["marginal_and_grad", "log_posterior"]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _one_smallrelative_factor(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma: no cover - compiled
+def _small_factor_pass(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma: no cover - compiled
     """The group loop of :func:`marginal_and_grad` for one factor with q ≤ 2, written out in scalars.
 
     Same algebra as the general loop (Q = I + Λ̃'HΛ̃ = KK', Y = K⁻¹Λ̃', v = Yw,
@@ -120,7 +120,7 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
     logdet = 0.0
     quad = 0.0
     if qi == 0 and qo <= 2:
-        logdet, quad = _one_smallrelative_factor(oo, oX, oe, delta, lam_o, inv_s, s2, T_o, G_o, g_x)
+        logdet, quad = _small_factor_pass(oo, oX, oe, delta, lam_o, inv_s, s2, T_o, G_o, g_x)
         if math.isnan(logdet):
             return -math.inf, g_x, 0.0, G_o, G_i
     else:
