@@ -104,7 +104,8 @@ def lmer(
         ``"pymc"`` (default), ``"nutpie"`` or ``"numpyro"`` (the last two need
         ``pip install 'bayeslmm[fast]'``).
     progressbar
-        Show PyMC's progress bar (of the chains run in this process; see ``cores``).
+        Show progress on standard error: one display for all chains (a line rewritten in place in a
+        terminal, a few plain lines elsewhere); False: silent.
     cores
         Processes for the chains; None: every available CPU, up to ``chains``. With
         ``sampler="pymc"`` the chains run in forked processes, each chain from its own seed, so

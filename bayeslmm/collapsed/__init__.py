@@ -32,13 +32,6 @@ from .marginal import add_group_effects, collapsed_loglik
 from .structure import MAX_Q, CollapsedStructure, SufficientStats, can_collapse, collapse_structure, sufficient_stats
 
 __all__ = [
-    "MAX_Q",
-    "CollapsedStructure",
-    "SufficientStats",
-    "collapse_structure",
-    "can_collapse",
-    "sufficient_stats",
-    "build_collapsed_model",
-    "collapsed_loglik",
-    "add_group_effects",
+    "MAX_Q", "CollapsedStructure", "SufficientStats", "collapse_structure", "can_collapse", "sufficient_stats", "build_collapsed_model",
+    "collapsed_loglik", "add_group_effects",
 ]

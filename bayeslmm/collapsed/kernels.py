@@ -24,18 +24,8 @@ from numba import njit
 from .densities import constrain, unconstrained_logp
 
 __all__ = [
-    "LOG_2PI",
-    "chol_inplace",
-    "relative_factor",
-    "chol_product",
-    "factor1",
-    "factor2",
-    "chol_inverse",
-    "corr_chol",
-    "corr_chols",
-    "lkj_exponents",
-    "covariance",
-    "covariance_prior",
+    "LOG_2PI", "chol_inplace", "relative_factor", "chol_product", "factor1", "factor2", "chol_inverse", "corr_chol", "corr_chols",
+    "lkj_exponents", "covariance", "covariance_prior",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)

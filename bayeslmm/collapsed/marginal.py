@@ -34,14 +34,7 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 class _NumpyOps:
     """NumPy backend: parameters ``(S, 1)`` (δ: ``(S, p)``) or ``(1,)``; entries ``(S, groups)`` or ``(groups,)``."""
 
-    xp = np
-    zero = 0.0
-
-    def __init__(self, width: int = 1) -> None:
-        self.width = width
-
-    def at(self, width: int) -> _NumpyOps:
-        return _NumpyOps(width)
+    xp, zero = np, 0.0
 
     @staticmethod
     def const(a: np.ndarray) -> Any:
@@ -56,8 +49,9 @@ class _NumpyOps:
         rr = st.ee - 2.0 * (delta @ st.Xe) + np.sum((delta @ st.XX) * delta, axis=-1)
         return np.asarray(rr)[..., None] if np.ndim(rr) else np.asarray([rr])
 
-    def fold(self, x: Any) -> Any:
-        return x if sm.is_zero(x) or self.width == 1 else x.reshape(x.shape[:-1] + (-1, self.width)).sum(axis=-1)
+    @staticmethod
+    def fold(x: Any, width: int) -> Any:
+        return x if sm.is_zero(x) or width == 1 else x.reshape(x.shape[:-1] + (-1, width)).sum(axis=-1)
 
     @staticmethod
     def total(x: Any) -> Any:
@@ -72,29 +66,25 @@ class _NumpyOps:
 class _TensorOps:
     """PyTensor backend: entries are vectors over groups, parameters scalars."""
 
-    xp = pt
-    zero = 0
-
-    def __init__(self, width: int = 1) -> None:
-        self.width = width
-
-    def at(self, width: int) -> _TensorOps:
-        return _TensorOps(width)
+    xp, zero = pt, 0
 
     @staticmethod
     def const(a: np.ndarray) -> Any:
         return pt.constant(np.ascontiguousarray(a, dtype=float))
 
-    def resid(self, base: np.ndarray, M: np.ndarray, delta: Any) -> Any:
-        return self.const(base) - pt.dot(self.const(M), delta) if M.shape[1] else self.const(base)
+    @staticmethod
+    def resid(base: np.ndarray, M: np.ndarray, delta: Any) -> Any:
+        return _TensorOps.const(base) - pt.dot(_TensorOps.const(M), delta) if M.shape[1] else _TensorOps.const(base)
 
-    def resid_ss(self, st: SufficientStats, delta: Any) -> Any:
+    @staticmethod
+    def resid_ss(st: SufficientStats, delta: Any) -> Any:
         if not st.XX.shape[0]:
             return st.ee
-        return st.ee - 2.0 * pt.dot(delta, st.Xe) + pt.dot(delta, pt.dot(self.const(st.XX), delta))
+        return st.ee - 2.0 * pt.dot(delta, st.Xe) + pt.dot(delta, pt.dot(_TensorOps.const(st.XX), delta))
 
-    def fold(self, x: Any) -> Any:
-        return x if sm.is_zero(x) or self.width == 1 else x.reshape((-1, self.width)).sum(axis=1)
+    @staticmethod
+    def fold(x: Any, width: int) -> Any:
+        return x if sm.is_zero(x) or width == 1 else x.reshape((-1, width)).sum(axis=1)
 
     @staticmethod
     def total(x: Any) -> Any:
@@ -132,8 +122,7 @@ def marginal_parts(st: SufficientStats, delta: Any, sigma: Any, lam_o: sm.Mat, l
     :data:`PYTENSOR` (a graph); the entries of ``lam_o`` and ``lam_i``
     broadcast against the groups.
     """
-    ops = backend.at(st.structure.width)
-    xp = ops.xp
+    ops, xp, m = backend, backend.xp, st.structure.width
     qo, qi = st.oo.shape[1], st.ii.shape[1]
     lt_o = sm.scale(lam_o, 1.0 / sigma)
     H = [[ops.const(st.oo[:, a, b]) for b in range(qo)] for a in range(qo)]
@@ -152,8 +141,8 @@ def marginal_parts(st: SufficientStats, delta: Any, sigma: Any, lam_o: sm.Mat, l
         U = sm.matmul(Y, [[ops.const(st.io[:, a, b]) for b in range(qo)] for a in range(qi)])
         logdet = ops.total(sm.logdet_chol(L, xp))
         rr = rr - ops.total(sm.sum_squares(u))
-        H = sm.sub(H, [[ops.fold(x) for x in row] for row in sm.gram(U, U)])
-        w = sm.sub(w, [[ops.fold(x) for x in row] for row in sm.gram(U, u)])
+        H = sm.sub(H, [[ops.fold(x, m) for x in row] for row in sm.gram(U, U)])
+        w = sm.sub(w, [[ops.fold(x, m) for x in row] for row in sm.gram(U, u)])
     K = sm.cholesky(sm.add(sm.identity(qo), sm.matmul(sm.transpose(lt_o), sm.matmul(H, lt_o))), xp)
     v = sm.solve_lower(K, sm.matmul(sm.transpose(lt_o), w))
     quad = rr - ops.total(sm.sum_squares(v))

@@ -15,18 +15,6 @@ from .driver import DENSE_MASS_MAX_DIM, DensityTarget, laplace_sd, mass_matrix, 
 from .settings import SAMPLERS, SamplerSettings, available_cpus, chain_processes
 
 __all__ = [
-    "SAMPLERS",
-    "SamplerSettings",
-    "DensityTarget",
-    "sample_target",
-    "run_nuts",
-    "run_chains",
-    "sample_from_starts",
-    "chain_processes",
-    "available_cpus",
-    "laplace_sd",
-    "mass_matrix",
-    "DENSE_MASS_MAX_DIM",
-    "diagnose",
-    "Diagnostics",
+    "SAMPLERS", "SamplerSettings", "DensityTarget", "sample_target", "run_nuts", "run_chains", "sample_from_starts", "chain_processes",
+    "available_cpus", "laplace_sd", "mass_matrix", "DENSE_MASS_MAX_DIM", "diagnose", "Diagnostics",
 ]
