@@ -132,8 +132,23 @@ def link_pip_blas() -> None:
     def ldflags() -> str:
         flags = pip_blas_ldflags()
         if flags and pytensor.config.cxx and cmodule.try_blas_flag(flags.split()):
+            _one_blas_thread()
             return flags
         return pytensor_default() if callable(pytensor_default) else pytensor_default
 
     param._default = ldflags
     param._bayeslmm = True
+
+
+def _one_blas_thread() -> None:
+    """One thread for the wheel's OpenBLAS, unless ``OPENBLAS_NUM_THREADS`` says otherwise.
+
+    The chains already run one per CPU; with OpenBLAS's own threads on top,
+    Penicillin fits took more CPU time than without a linked BLAS.
+    """
+    import os
+
+    import scipy_openblas32
+
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        scipy_openblas32.dll.scipy_openblas_set_num_threads(1)
