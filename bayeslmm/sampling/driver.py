@@ -207,8 +207,8 @@ def _nutpie(target: DensityTarget, starts: list, scale: np.ndarray, rng: Any, se
 
 
 def _is_terminal() -> bool:
-    """Whether standard error is a terminal, where a sampler's own live progress bar renders properly."""
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    """Whether a sampler's own live progress bar renders properly: standard error is a terminal, or a notebook shows it."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
 def _name_posterior(idata: Any, target: DensityTarget, rng: np.random.Generator) -> None:
