@@ -11,12 +11,13 @@ from formulae.environment import Environment
 
 from . import naming
 from .fitstats import add_log_likelihood
-from .collapsed import build_collapsed_model, plan_parameterization
+from .collapsed import build_collapsed_model
 from .design import Design, build_design, default_env
 from .errors import BayesLMMError
 from .formula import parse_formula
 from .inits import reml_initvals
 from .model import build_model
+from .parameterization import plan_parameterization
 from .priors import make_priors
 from .reml import REMLResult
 from .results import BayesFit
@@ -103,7 +104,8 @@ def lmer(
         ``"pymc"`` (default), ``"nutpie"`` or ``"numpyro"`` (the last two need
         ``pip install 'bayeslmm[fast]'``).
     progressbar
-        Show PyMC's progress bar (of the chains run in this process; see ``cores``).
+        Show progress on standard error: one display for all chains (a line rewritten in place in a
+        terminal, a few plain lines elsewhere); False: silent.
     cores
         Processes for the chains; None: every available CPU, up to ``chains``. With
         ``sampler="pymc"`` the chains run in forked processes, each chain from its own seed, so
@@ -155,7 +157,7 @@ def lmer(
         raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
     start = _reml_start(design) if init == "reml" else None
     if "collapsed" in param.values():
-        from ._collapsed_nuts import sample_collapsed_model  # imports numba only when needed
+        from .collapsed.sample import sample_collapsed_model  # imports numba only when needed
 
         model_factory = partial(build_collapsed_model, design, prior_set)
         idata = sample_collapsed_model(design, prior_set, model_factory, settings, start)
@@ -164,7 +166,7 @@ def lmer(
         model_factory = partial(_built, model)
         idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
     add_log_likelihood(design, idata)  # pointwise log-likelihood for loo()/waic()/az.loo
-    diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept)
+    diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept, parameterization=param)
     return BayesFit(
         design=design,
         priors=prior_set,

@@ -174,13 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         0 on success, 1 for an error in the input or the fit, 2 for a usage error,
-        3 for an unexpected internal error.
+        3 for an unexpected internal error, 130 when interrupted (Ctrl-C).
     """
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="bayeslmm", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("Interrupted (Ctrl-C): stopped before finishing.", err=True)
+            return 130
         click.echo("Aborted.", err=True)
         return 1
     except click.ClickException as exc:

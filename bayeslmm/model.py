@@ -1,6 +1,6 @@
 """Stage 4 (full model): Design + Priors -> ``pm.Model``.
 
-Model 7 of the seed notes::
+The Gaussian linear mixed model with correlated group effects per block::
 
     beta  ~ Normal(., v)                      fixed effects
     sigma ~ HalfCauchy(r)                     residual sd
@@ -21,11 +21,14 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from . import naming
+from .compat import link_pip_blas
 from .design import BlockDesign, Design
 from .errors import PriorError
 from .priors import Prior, Priors
 
-__all__ = ["build_model", "model_coords", "fixed_effects", "block_effects"]
+__all__ = ["build_model", "model_coords", "fixed_effects", "block_effects", "prior_rv", "prior_dist"]
+
+link_pip_blas()  # PyTensor's BLAS operations (e.g. in LKJCholeskyCov's graphs) link to the scipy-openblas32 wheel
 
 
 def model_coords(design: Design) -> dict[str, list]:
@@ -43,7 +46,7 @@ def model_coords(design: Design) -> dict[str, list]:
     return coords
 
 
-def _rv(name: str, priors: list[Prior], dims: str | tuple[str, ...] | None, what: str):
+def prior_rv(name: str, priors: list[Prior], dims: str | tuple[str, ...] | None, what: str):
     """One vector random variable whose elements have the given priors (one family)."""
     fams = {p.dist for p in priors}
     if len(fams) != 1 or len({tuple(k for k, _ in p.params) for p in priors}) != 1:
@@ -59,7 +62,7 @@ def _rv(name: str, priors: list[Prior], dims: str | tuple[str, ...] | None, what
     return dist(name, **kwargs, dims=dims)
 
 
-def _dist(priors: list[Prior], what: str):
+def prior_dist(priors: list[Prior], what: str):
     """An unnamed vector distribution (for LKJCholeskyCov's sd_dist)."""
     fams = {p.dist for p in priors}
     if len(fams) != 1:
@@ -84,13 +87,13 @@ def fixed_effects(design: Design, priors: Priors):
     names = list(design.fixed_names)
     idx = design.intercept_index
     if idx is None or p == 1:
-        beta = _rv(naming.FIXED, [priors.fixed(n) for n in names], naming.FIXED_DIM, "the fixed effects")
+        beta = prior_rv(naming.FIXED, [priors.fixed(n) for n in names], naming.FIXED_DIM, "the fixed effects")
         return pt.dot(X, beta)
     slopes = [j for j in range(p) if j != idx]
     xbar = X[:, slopes].mean(axis=0)
     Xc = X[:, slopes] - xbar
-    alpha = _rv(naming.INTERCEPT_CENTERED, [priors.fixed(names[idx])], None, "the intercept")
-    bs = _rv(naming.SLOPES, [priors.fixed(names[j]) for j in slopes], naming.SLOPE_DIM, "the fixed slopes")
+    alpha = prior_rv(naming.INTERCEPT_CENTERED, [priors.fixed(names[idx])], None, "the intercept")
+    bs = prior_rv(naming.SLOPES, [priors.fixed(names[j]) for j in slopes], naming.SLOPE_DIM, "the fixed slopes")
     intercept = alpha - pt.dot(xbar, bs)
     parts = []
     for j in range(p):
@@ -108,7 +111,7 @@ def block_effects(block: BlockDesign, priors: Priors, centered: bool):
     ldim, tdim = naming.level_dim(label), naming.term_dim(label)
     sd_priors = [priors.sd(label, t) for t in block.terms]
     if block.q == 1:
-        sd = _rv(naming.sd(label), sd_priors, tdim, f"block {label!r}")
+        sd = prior_rv(naming.sd(label), sd_priors, tdim, f"block {label!r}")
         if centered:
             return pm.Normal(naming.ranef(label), mu=0.0, sigma=sd, dims=(ldim, tdim))
         z = pm.Normal(naming.offset(label), 0.0, 1.0, dims=(ldim, tdim))
@@ -118,7 +121,7 @@ def block_effects(block: BlockDesign, priors: Priors, centered: bool):
         naming.chol(label),
         n=block.q,
         eta=lkj.kwargs.get("eta", 1.0),
-        sd_dist=_dist(sd_priors, f"block {label!r}"),
+        sd_dist=prior_dist(sd_priors, f"block {label!r}"),
         compute_corr=True,
         store_in_trace=False,
     )
@@ -159,6 +162,6 @@ def build_model(
                 mu = mu + r[b.group_idx, 0] * b.Z[:, 0]
             else:
                 mu = mu + (r[b.group_idx] * b.Z).sum(axis=1)
-        sigma = _rv(naming.SIGMA, [priors.sigma()], None, "sigma")
+        sigma = prior_rv(naming.SIGMA, [priors.sigma()], None, "sigma")
         pm.Normal(naming.LIKELIHOOD, mu=mu, sigma=sigma, observed=design.y, dims=naming.OBS_DIM)
     return model

@@ -11,8 +11,7 @@
 * **partial pooling**: the mixed model's ``coef()``: fixed plus group effect,
   averaged over draws (for a REML fit, the single point estimate).
 
-The per-group fits are vectorised: each group's normal equations are built
-with ``np.bincount`` sums and solved as one stacked ``np.linalg.solve``.
+The per-group fits are vectorised (:func:`bayeslmm.groupwise.group_least_squares`).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import pandas as pd
 
 from .design import BlockDesign, Design
 from .errors import BayesLMMError
+from .groupwise import group_least_squares
 from .predict import ParamDraws, fit_params
 
 __all__ = ["no_pooling_fits", "pooling_table", "pooling"]
@@ -67,24 +67,7 @@ def no_pooling_fits(
     sizes : numpy.ndarray
         Rows per group, ``(n_groups,)``.
     """
-    q = Z.shape[1]
-    sizes = np.bincount(group_idx, minlength=n_groups)
-    G = np.empty((n_groups, q, q))
-    for i in range(q):
-        for j in range(i, q):
-            G[:, i, j] = G[:, j, i] = np.bincount(group_idx, weights=Z[:, i] * Z[:, j], minlength=n_groups)
-    rhs = np.column_stack([np.bincount(group_idx, weights=Z[:, i] * y, minlength=n_groups) for i in range(q)])
-    # Scale to unit diagonal so the eigenvalue test does not depend on the columns' units.
-    d = np.sqrt(np.einsum("gii->gi", G))
-    safe = np.where(d > 0, d, 1.0)
-    Gs = G / safe[:, :, None] / safe[:, None, :]
-    w = np.linalg.eigvalsh(Gs)
-    ok = (sizes >= q) & (d > 0).all(axis=1) & (w[:, 0] > rtol * w[:, -1])
-    coefs = np.full((n_groups, q), np.nan)
-    if ok.any():
-        sol = np.linalg.solve(Gs[ok], (rhs[ok] / safe[ok])[:, :, None])[:, :, 0]
-        coefs[ok] = sol / safe[ok]
-    return coefs, sizes
+    return group_least_squares(group_idx, n_groups, Z, y, rtol=rtol)
 
 
 def pooling_table(design: Design, params: ParamDraws, factor: str | None = None) -> pd.DataFrame:

@@ -197,7 +197,8 @@ class Priors:
 # ---------------------------------------------------------------------------
 # Defaults
 # ---------------------------------------------------------------------------
-def _col_sd(v: np.ndarray) -> float:
+def column_scale(v: np.ndarray) -> float:
+    """The scale of a predictor column for default priors: its sd, else its mean absolute value, else 1."""
     s = float(np.std(v, ddof=1)) if v.shape[0] > 1 else 0.0
     m = float(np.abs(v).mean())
     return s if s > 0 else (m if m > 0 else 1.0)  # an all-zero column scales like a constant 1
@@ -223,13 +224,13 @@ def default_priors(design: Design) -> Priors:
             entries.append(PriorEntry("fixed", None, name, Prior("Normal", mu=float(np.mean(y)), sigma=2.5 * sy)))
         else:
             entries.append(
-                PriorEntry("fixed", None, name, Prior("Normal", mu=0.0, sigma=2.5 * scale_y / _col_sd(design.X[:, j])))
+                PriorEntry("fixed", None, name, Prior("Normal", mu=0.0, sigma=2.5 * scale_y / column_scale(design.X[:, j])))
             )
     entries.append(PriorEntry("sigma", None, None, Prior("HalfCauchy", beta=sy)))
     for b in design.blocks:
         for k, term in enumerate(b.terms):
             col = b.Z[:, k]
-            entries.append(PriorEntry("sd", b.label, term, Prior("HalfCauchy", beta=sy / _col_sd(col))))
+            entries.append(PriorEntry("sd", b.label, term, Prior("HalfCauchy", beta=sy / column_scale(col))))
         if b.q > 1:
             entries.append(PriorEntry("cor", b.label, None, Prior("LKJ", eta=1.0)))
     return Priors(tuple(entries), intercept_centered=has_int and len(design.fixed_names) > 1)

@@ -23,11 +23,12 @@ from conftest import bayes_fit, case, case_data
 from scipy import stats
 
 import bayeslmm
-from bayeslmm import _npdensity as nd
+from bayeslmm.collapsed import densities as nd
 from bayeslmm import naming
-from bayeslmm._collapsed_kernel import marginal_and_grad
-from bayeslmm._beta_marginal import BetaMarginalPosterior
-from bayeslmm._collapsed_nuts import CollapsedPosterior, _corr_chol
+from bayeslmm.collapsed.beta_marginal import BetaMarginalPosterior
+from bayeslmm.collapsed.kernels import corr_chols as _corr_chol
+from bayeslmm.collapsed.likelihood import marginal_and_grad
+from bayeslmm.collapsed.posterior import CollapsedPosterior
 from bayeslmm.api import design_for
 from bayeslmm.collapsed import (
     add_group_effects,
@@ -35,9 +36,9 @@ from bayeslmm.collapsed import (
     can_collapse,
     collapse_structure,
     collapsed_loglik,
-    plan_parameterization,
     sufficient_stats,
 )
+from bayeslmm.parameterization import plan_parameterization
 from bayeslmm.priors import Prior, make_priors
 
 FAMILY_LEVEL = 2 * stats.norm.sf(3.0)  # the two-sided level of one 3-MCSE check
@@ -152,7 +153,7 @@ def test_weakly_informative_groups_are_noncentered():
 
 def test_few_levels_need_more_information_to_be_centered():
     """κ is taken at the lower 99% chi-square limit of τ̂² from J levels: κ · (J − 1) / χ²₀.₉₉(J − 1)."""
-    from bayeslmm._moments import moment_estimates
+    from bayeslmm.parameterization import moment_estimates
 
     def design(levels: int, seed: int) -> object:
         rng = np.random.default_rng(seed)
@@ -613,7 +614,7 @@ def test_nutpie_samples_the_same_collapsed_posterior():
 
 def test_laplace_sd_recovers_gaussian_scales():
     # The initial mass matrix of the collapsed NUTS: sqrt(diag((-H)^-1)) at the start point.
-    from bayeslmm._collapsed_nuts import laplace_sd
+    from bayeslmm.sampling import laplace_sd
 
     cov = np.array([[4.0, 0.6, 0.0], [0.6, 0.25, 0.05], [0.0, 0.05, 9.0]])
     prec = np.linalg.inv(cov)

@@ -113,7 +113,7 @@ def test_group_effects_are_gathered_not_dense(df):
 
 
 def test_mass_matrix_is_dense_for_small_models(df, monkeypatch):
-    from bayeslmm import sampling
+    from bayeslmm.sampling import driver as sampling
 
     _, m = build("y ~ x + (1|g) + (1|h)", df)  # 2 + 1 + 8 + 1 + 4 + 1 (sigma) = 17 coordinates
     assert sum(v.size for v in m.initial_point().values()) == 17

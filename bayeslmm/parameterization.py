@@ -1,7 +1,9 @@
-"""Cheap moment estimates of a design's variance components, and the choice of parameterisation.
+"""Stage 4a: the choice of parameterization, from cheap moment estimates of the variance components.
 
 :func:`plan_parameterization` decides, per block, between the collapsed model
-(:mod:`bayeslmm.collapsed`) and the full model's centered or non-centered form.
+(:mod:`bayeslmm.collapsed`) and the full model's centered or non-centered form
+(:mod:`bayeslmm.model`); :func:`moment_estimates` also gives the collapsed
+sampler its default starting values.
 
 No optimisation and no REML: σ² comes from the residual of a joint
 no-pooling fit (least squares on X and every block's group-wise columns, by
@@ -26,10 +28,7 @@ funnel. So the choice uses κ at the lower 99% confidence limit of τ̂²
     κ_low = κ · (J − 1) / χ²₀.₉₉(J − 1),
 
 centered when κ_low ≥ 1. With J = 5 or 6 levels that asks for κ ≳ 3, with
-J = 18 (sleepstudy) κ ≳ 2. On simulated crossed data with 5 and 6 levels
-(the slow SBC design) the plain κ ≥ 1 rule centered factors with κ between 1
-and 3 and those fits diverged (up to 23 per 500 draws), where non-centered
-ones did not.
+J = 18 (sleepstudy) κ ≳ 2; ``docs/collapsed.md`` gives the evidence for the rule.
 """
 
 from __future__ import annotations
@@ -40,8 +39,10 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.stats import chi2
 
+from .collapsed.structure import MAX_Q, can_collapse
 from .design import BlockDesign, Design
 from .errors import BayesLMMError
+from .groupwise import group_least_squares, group_products
 
 __all__ = ["Moments", "moment_estimates", "choose_parameterization", "plan_parameterization", "CENTERED_THRESHOLD"]
 
@@ -78,20 +79,9 @@ class Moments:
     kappa_low: dict[str, float]
 
 
-def _group_gram(b: BlockDesign) -> np.ndarray:
-    """Per level, Z_g'Z_g, shape (levels, q, q)."""
-    out = np.empty((b.n_levels, b.q, b.q))
-    for s in range(b.q):
-        for t in range(s, b.q):
-            out[:, s, t] = out[:, t, s] = np.bincount(b.group_idx, weights=b.Z[:, s] * b.Z[:, t], minlength=b.n_levels)
-    return out
-
-
 def _group_fit(b: BlockDesign, gram: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Per-level least squares of r on the block's columns, (levels, q); lightly ridged."""
-    rhs = np.column_stack([np.bincount(b.group_idx, weights=b.Z[:, s] * r, minlength=b.n_levels) for s in range(b.q)])
-    scale = np.maximum(np.trace(gram, axis1=1, axis2=2) / b.q, 1.0)
-    return np.linalg.solve(gram + _RIDGE * scale[:, None, None] * np.eye(b.q), rhs[:, :, None])[:, :, 0]
+    return group_least_squares(b.group_idx, b.n_levels, b.Z, r, gram=gram, ridge=_RIDGE)[0]
 
 
 def _fitted(b: BlockDesign, effects: np.ndarray) -> np.ndarray:
@@ -101,7 +91,7 @@ def _fitted(b: BlockDesign, effects: np.ndarray) -> np.ndarray:
 def moment_estimates(design: Design) -> Moments:
     """Moment estimates of β, σ and every block's sds, and each block's κ (see the module docstring)."""
     X, y = design.X, design.y
-    grams = [_group_gram(b) for b in design.blocks]
+    grams = [group_products(b.group_idx, b.n_levels, b.Z) for b in design.blocks]
     effects = [np.zeros((b.n_levels, b.q)) for b in design.blocks]
     beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     fits = [np.zeros_like(y) for _ in design.blocks]
@@ -166,8 +156,6 @@ def plan_parameterization(
         For an unknown label or value, ``collapse=True`` with a design that
         cannot be collapsed, or ``collapse=True`` with a ``requested`` parameterization.
     """
-    from .collapsed import MAX_Q, can_collapse  # collapsed imports this module
-
     labels = [b.label for b in design.blocks]
     requested = dict(requested or {})
     for key, value in requested.items():

@@ -18,22 +18,8 @@ from typing import Any
 from collections.abc import Sequence
 
 __all__ = [
-    "Mat",
-    "is_zero",
-    "zeros",
-    "identity",
-    "transpose",
-    "matmul",
-    "add",
-    "sub",
-    "scale",
-    "gram",
-    "cholesky",
-    "solve_lower",
-    "solve_lower_t",
-    "logdet_chol",
-    "sum_squares",
-    "block_diag",
+    "Mat", "is_zero", "zeros", "identity", "transpose", "matmul", "add", "sub", "scale", "gram", "cholesky", "solve_lower",
+    "solve_lower_t", "logdet_chol", "sum_squares", "block_diag",
 ]
 
 Mat = list[list[Any]]

@@ -6,7 +6,7 @@ family code, canonical parameters, and PyMC's default transform (identity for
 real parameters, ``log`` for positive ones, the logistic map onto the
 interval for ``Uniform``). Densities are exact, normalising constants
 included, and parameterised as PyMC's distributions of the same name;
-``tests/test_collapsed.py`` checks them against ``pm.logp``. A prior written
+``tests/test_collapsed.py`` checks them against scipy. A prior written
 with parameters not listed in ``_FAMILIES`` (say ``Gamma(mu=, sigma=)``) has
 no spec, and the caller falls back to the PyTensor model.
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from .priors import Prior
+from ..priors import Prior
 
 __all__ = ["PriorSpec", "prior_spec", "spec_arrays", "family_logp", "constrain", "unconstrained_logp", "NONE", "LOG", "INTERVAL"]
 

@@ -3,10 +3,10 @@
 This is what NUTS calls at every leapfrog step: a loop over the top-level
 groups (and, when a factor is nested, over each group's padded inner slots)
 with q×q algebra on small work arrays, so a gradient costs O(groups·q³) and
-no Python runs per group. It is the same algebra as
-:func:`bayeslmm.collapsed._np_marginal` (see the docstring there); the tests
-check the two against each other, against finite differences, and against a
-dense multivariate normal.
+no Python runs per group. It is the algebra of :mod:`bayeslmm.collapsed`
+(:func:`bayeslmm.collapsed.marginal.marginal_parts` evaluates it in NumPy);
+the tests check the two against each other, against finite differences, and
+against a dense multivariate normal.
 
 Gradient: with s = Z'V⁻¹r per group, ∂ℓ/∂T = ½ Σ (s s' − Z'V⁻¹Z) for each
 factor's covariance T; X'V⁻¹r = (X'r − Σ X'Z T s)/σ²; and for σ the scaling
@@ -20,108 +20,14 @@ import math
 import numpy as np
 from numba import njit
 
-from ._npdensity import constrain, unconstrained_logp
+from .densities import constrain, unconstrained_logp
+from .kernels import LOG_2PI, chol_product, covariance, covariance_prior, factor1, factor2, relative_factor
 
 __all__ = ["marginal_and_grad", "log_posterior"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
-
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _chol(A: np.ndarray, q: int) -> bool:  # pragma: no cover - compiled
-    """In-place lower Cholesky factor of the q×q symmetric A (upper part zeroed)."""
-    for j in range(q):
-        s = A[j, j]
-        for k in range(j):
-            s -= A[j, k] * A[j, k]
-        if not s > 0.0:
-            return False
-        A[j, j] = math.sqrt(s)
-        for i in range(j + 1, q):
-            t = A[i, j]
-            for k in range(j):
-                t -= A[i, k] * A[j, k]
-            A[i, j] = t / A[j, j]
-        for i in range(j):
-            A[i, j] = 0.0
-    return True
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _factor(Lam: np.ndarray, S: np.ndarray, inv_sigma: float, P: np.ndarray, Y: np.ndarray, q: int) -> float:  # pragma: no cover
-    """For P = I + Λ̃'SΛ̃ (Λ̃ = Λ/σ): Y = chol(P)⁻¹Λ̃' in place; returns log|P| (NaN if not PD)."""
-    for a in range(q):  # Y = Λ'S for now (Λ is lower triangular)
-        for b in range(q):
-            t = 0.0
-            for k in range(a, q):
-                t += Lam[k, a] * S[k, b]
-            Y[a, b] = t
-    for a in range(q):  # P = I + (Λ'S)Λ/σ², lower triangle
-        for b in range(a + 1):
-            t = 0.0
-            for k in range(b, q):
-                t += Y[a, k] * Lam[k, b]
-            P[a, b] = t * inv_sigma * inv_sigma + (1.0 if a == b else 0.0)
-    if not _chol(P, q):
-        return math.nan
-    logdet = 0.0
-    for a in range(q):
-        logdet += 2.0 * math.log(P[a, a])
-    for c in range(q):
-        for a in range(q):
-            t = Lam[c, a] * inv_sigma
-            for k in range(a):
-                t -= P[a, k] * Y[k, c]
-            Y[a, c] = t / P[a, a]
-    return logdet
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _outer(L: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """L L'."""
-    q = L.shape[0]
-    out = np.zeros((q, q))
-    for a in range(q):
-        for b in range(q):
-            for k in range(q):
-                out[a, b] += L[a, k] * L[b, k]
-    return out
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _factor2(l00, l10, l11, h00, h01, h11):  # pragma: no cover - compiled
-    """One group's q = 2 algebra in scalars, shared by the unrolled group loops.
-
-    For Λ̃ = [[l00, 0], [l10, l11]] and H = Z_g'Z_g: Q = I + Λ̃'HΛ̃ = KK',
-    Y = K⁻¹Λ̃' and R = YH. Returns (log|Q|, y00, y01, y10, y11, r00, r01,
-    r10, r11); log|Q| is NaN where Q is not positive definite.
-    """
-    m00 = l00 * h00 + l10 * h01
-    m01 = l00 * h01 + l10 * h11
-    m10 = l11 * h01
-    m11 = l11 * h11
-    p00 = 1.0 + m00 * l00 + m01 * l10
-    p10 = m10 * l00 + m11 * l10
-    p11 = 1.0 + m11 * l11
-    k00 = math.sqrt(p00)
-    k10 = p10 / k00
-    d = p11 - k10 * k10
-    if not d > 0.0:
-        return math.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    k11 = math.sqrt(d)
-    y00 = l00 / k00
-    y01 = l10 / k00
-    y10 = -k10 * y00 / k11
-    y11 = (l11 - k10 * y01) / k11
-    r00 = y00 * h00 + y01 * h01
-    r01 = y00 * h01 + y01 * h11
-    r10 = y10 * h00 + y11 * h01
-    r11 = y10 * h01 + y11 * h11
-    return 2.0 * math.log(k00 * k11), y00, y01, y10, y11, r00, r01, r10, r11
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _one_small_factor(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma: no cover - compiled
+def _small_factor_pass(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma: no cover - compiled
     """The group loop of :func:`marginal_and_grad` for one factor with q ≤ 2, written out in scalars.
 
     Same algebra as the general loop (Q = I + Λ̃'HΛ̃ = KK', Y = K⁻¹Λ̃', v = Yw,
@@ -141,12 +47,10 @@ def _one_small_factor(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma
             w0 -= oX[g, 0, j] * delta[j]
         h00 = oo[g, 0, 0]
         if q == 1:
-            k00 = math.sqrt(1.0 + l00 * l00 * h00)
-            y00 = l00 / k00
+            ld, y00, r00 = factor1(l00, h00)
             v0 = y00 * w0
-            logdet += 2.0 * math.log(k00)
+            logdet += ld
             quad -= v0 * v0
-            r00 = y00 * h00
             s0 = (w0 - r00 * v0) / s2
             G_o[0, 0] += 0.5 * (s0 * s0 - (h00 - r00 * r00) / s2)
             ts0 = T[0, 0] * s0
@@ -158,7 +62,7 @@ def _one_small_factor(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma
             w1 -= oX[g, 1, j] * delta[j]
         h01 = oo[g, 0, 1]
         h11 = oo[g, 1, 1]
-        ld, y00, y01, y10, y11, r00, r01, r10, r11 = _factor2(l00, l10, l11, h00, h01, h11)
+        ld, y00, y01, y10, y11, r00, r01, r10, r11 = factor2(l00, l10, l11, h00, h01, h11)
         if math.isnan(ld):
             return math.nan, 0.0
         logdet += ld
@@ -183,7 +87,7 @@ def _one_small_factor(oo, oX, oe, delta, lam, inv_s, s2, T, G_o, g_x):  # pragma
 def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, sigma, lam_o, lam_i):  # pragma: no cover
     """Collapsed log-likelihood, ∂/∂δ, ∂/∂σ, and ∂/∂T for the outer and inner covariances.
 
-    Arguments are the fields of :class:`bayeslmm.collapsed.SufficientStats`
+    Arguments are the fields of :class:`bayeslmm.collapsed.structure.SufficientStats`
     (``ii``, ``io``, ``iX``, ``ie`` with zero length when nothing is nested),
     δ = β − β₀, σ and the two block-diagonal Cholesky factors.
     """
@@ -191,8 +95,8 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
     qi = ii.shape[1]
     inv_s = 1.0 / sigma
     s2 = sigma * sigma
-    T_o = _outer(lam_o)
-    T_i = _outer(lam_i)
+    T_o = chol_product(lam_o)
+    T_i = chol_product(lam_i)
     G_o = np.zeros((qo, qo))
     G_i = np.zeros((qi, qi))
     g_x = np.zeros(p)
@@ -216,7 +120,7 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
     logdet = 0.0
     quad = 0.0
     if qi == 0 and qo <= 2:
-        logdet, quad = _one_small_factor(oo, oX, oe, delta, lam_o, inv_s, s2, T_o, G_o, g_x)
+        logdet, quad = _small_factor_pass(oo, oX, oe, delta, lam_o, inv_s, s2, T_o, G_o, g_x)
         if math.isnan(logdet):
             return -math.inf, g_x, 0.0, G_o, G_i
     else:
@@ -230,7 +134,7 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
                     H[a, b] = oo[g, a, b]
             for m in range(width if qi > 0 else 0):
                 c = g * width + m
-                ld = _factor(lam_i, ii[c], inv_s, P_i, Y_i[m], qi)
+                ld = relative_factor(lam_i, ii[c], inv_s, P_i, Y_i[m], qi)
                 if math.isnan(ld):
                     return -math.inf, g_x, 0.0, G_o, G_i
                 logdet += ld
@@ -257,7 +161,7 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
                         for k in range(qi):
                             t += U[m, k, a] * U[m, k, b]
                         H[a, b] -= t
-            ld = _factor(lam_o, H, inv_s, P_o, Y_o, qo)
+            ld = relative_factor(lam_o, H, inv_s, P_o, Y_o, qo)
             if math.isnan(ld):
                 return -math.inf, g_x, 0.0, G_o, G_i
             logdet += ld
@@ -357,7 +261,7 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
         for k in range(p):
             rr += delta[j] * XX[j, k] * delta[k]
     quad += rr
-    loglik = -0.5 * (n * (_LOG_2PI + 2.0 * math.log(sigma)) + logdet + quad / s2)
+    loglik = -0.5 * (n * (LOG_2PI + 2.0 * math.log(sigma)) + logdet + quad / s2)
     for j in range(p):
         t = Xe[j]
         for k in range(p):
@@ -375,88 +279,6 @@ def marginal_and_grad(oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, delta, s
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, q_inner):  # pragma: no cover
-    """Each block's sds and correlation Cholesky factor, and the outer and inner Λ, from ``theta``."""
-    nb = blk_q.shape[0]
-    qmax = 1
-    for k in range(nb):
-        qmax = max(qmax, blk_q[k])
-    C = np.zeros((nb, qmax, qmax))
-    sd = np.zeros((nb, qmax))
-    lam_o = np.zeros((q_outer, q_outer))
-    lam_i = np.zeros((q_inner, q_inner))
-    for k in range(nb):
-        q = blk_q[k]
-        for t in range(q):
-            s = blk_sd[k] + t
-            sd[k, t] = constrain(transforms[s], prm[s, 3], prm[s, 4], theta[s])
-        C[k, 0, 0] = 1.0
-        pos = blk_cpc[k]
-        for i in range(1, q):
-            rem = 1.0
-            for j in range(i):
-                C[k, i, j] = math.tanh(theta[pos]) * math.sqrt(rem)
-                rem -= C[k, i, j] * C[k, i, j]
-                pos += 1
-            C[k, i, i] = math.sqrt(max(rem, 0.0))
-        off = blk_off[k]
-        for i in range(q):
-            for j in range(i + 1):
-                if blk_side[k] == 0:
-                    lam_o[off + i, off + j] = sd[k, i] * C[k, i, j]
-                else:
-                    lam_i[off + i, off + j] = sd[k, i] * C[k, i, j]
-    return sd, C, lam_o, lam_i
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _covariance_prior(
-    theta, grad, p, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b, sd, C, lam_o, lam_i,
-    g_sigma, G_o, G_i,
-):  # pragma: no cover - compiled
-    """Log prior (with Jacobians) of σ, the sds and the partial correlations; fills their entries of ``grad``.
-
-    ``g_sigma``, ``G_o`` and ``G_i`` are the likelihood's derivatives in σ and
-    in the outer and inner covariances; they are carried to the coordinates.
-    """
-    lp, grad[p] = unconstrained_logp(codes[p], transforms[p], prm[p], theta[p], g_sigma)
-    nb = blk_q.shape[0]
-    qmax = sd.shape[1]
-    gC = np.zeros((qmax, qmax))
-    for k in range(nb):
-        q, off = blk_q[k], blk_off[k]
-        for i in range(q):
-            g_sd = 0.0
-            for j in range(i + 1):
-                g = 0.0
-                for m in range(q):  # (2 G Λ)[off+i, off+j]; Λ is zero outside the block
-                    if blk_side[k] == 0:
-                        g += 2.0 * G_o[off + i, off + m] * lam_o[off + m, off + j]
-                    else:
-                        g += 2.0 * G_i[off + i, off + m] * lam_i[off + m, off + j]
-                g_sd += g * C[k, i, j]
-                gC[i, j] = g * sd[k, i]
-            s = blk_sd[k] + i
-            lpi, grad[s] = unconstrained_logp(codes[s], transforms[s], prm[s], theta[s], g_sd)
-            lp += lpi
-        pos = blk_cpc[k]
-        for i in range(1, q):
-            rem = 1.0
-            for j in range(i):
-                x = theta[pos]
-                z = math.tanh(x)
-                tail = 0.0
-                for jj in range(j + 1, i + 1):
-                    tail += gC[i, jj] * C[k, i, jj]
-                grad[pos] = gC[i, j] * math.sqrt(rem) * (1.0 - z * z) - z * tail - 2.0 * lkj_b[pos] * z
-                a = abs(x)
-                lp += lkj_b[pos] * 2.0 * (math.log(2.0) - a - math.log1p(math.exp(-2.0 * a)))
-                rem *= 1.0 - z * z
-                pos += 1
-    return lp
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def log_posterior(
     theta, p, centered, idx, slopes, xbar, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b,
     q_outer, q_inner, beta0, oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n,
@@ -468,7 +290,7 @@ def log_posterior(
     σ's prior transform), and per block its sds' coordinates then its
     partial correlations' atanh. Every scalar with a prior has an entry in
     ``codes``/``transforms``/``prm`` at its position (see
-    :mod:`bayeslmm._npdensity`); ``lkj_b[j]`` is the LKJ exponent of a partial
+    :mod:`bayeslmm.collapsed.densities`); ``lkj_b[j]`` is the LKJ exponent of a partial
     correlation at position j. Blocks are described by ``blk_*`` arrays:
     size, side (0 = top-level factor, 1 = nested factor), offset in its
     side's factor, and positions of its sds and partial correlations.
@@ -486,7 +308,7 @@ def log_posterior(
     sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], theta[p])
     if not (sigma > 0.0 and math.isfinite(sigma)):
         return -math.inf, grad
-    sd, C, lam_o, lam_i = _covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, q_inner)
+    sd, C, lam_o, lam_i = covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, q_inner)
     loglik, g_beta, g_sigma, G_o, G_i = marginal_and_grad(
         oo, oX, oe, ii, io, iX, ie, width, ee, Xe, XX, n, beta - beta0, sigma, lam_o, lam_i
     )
@@ -501,7 +323,7 @@ def log_posterior(
     for i in range(p):
         lpi, grad[i] = unconstrained_logp(codes[i], transforms[i], prm[i], theta[i], g_values[i])
         lp += lpi
-    lp += _covariance_prior(
+    lp += covariance_prior(
         theta, grad, p, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b, sd, C, lam_o, lam_i,
         g_sigma, G_o, G_i,
     )

@@ -5,56 +5,27 @@ parameters (the defaults), the collapsed log posterior is exactly quadratic
 in them, so they integrate out in closed form: NUTS then samples σ and the
 covariance parameters only, and each draw gets its fixed effects afterwards
 from their Gaussian conditional. This module holds the numba kernels
-(:func:`beta_marginal_and_grad` and its callers; the per-group algebra and
-the prior terms come from :mod:`bayeslmm._collapsed_kernel`) and
-:class:`BetaMarginalPosterior`, which :mod:`bayeslmm._collapsed_nuts` samples
-in place of its :class:`~bayeslmm._collapsed_nuts.CollapsedPosterior` where
-it applies. The algebra is written out in ``docs/collapsed.md``.
+(:func:`beta_marginal_and_grad` and its callers, built from
+:mod:`bayeslmm.collapsed.kernels`) and :class:`BetaMarginalPosterior`, the
+sampler target :mod:`bayeslmm.collapsed.sample` uses in place of
+:class:`~bayeslmm.collapsed.posterior.CollapsedPosterior` where it applies.
+The algebra is written out in ``docs/collapsed.md``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-from ._collapsed_kernel import _LOG_2PI, _chol, _covariance, _covariance_prior, _factor, _factor2, _outer
-from ._npdensity import NONE, NORMAL, constrain
-
-if TYPE_CHECKING:
-    from ._collapsed_nuts import CollapsedPosterior
+from .densities import constrain
+from .kernels import LOG_2PI, chol_inverse, chol_product, covariance, covariance_prior, factor1, factor2, relative_factor
+from .posterior import CollapsedPosterior, IntegratedFixed
 
 __all__ = ["BetaMarginalPosterior", "beta_marginal_and_grad", "log_posterior_beta_marginal", "beta_conditionals"]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _chol_inverse(M: np.ndarray) -> tuple[bool, float, np.ndarray]:  # pragma: no cover - compiled
-    """(ok, log|M|, M⁻¹) of a small symmetric positive definite matrix, by Cholesky."""
-    p = M.shape[0]
-    L = M.copy()
-    inv = np.zeros((p, p))
-    if not _chol(L, p):
-        return False, math.nan, inv
-    logdet = 0.0
-    for a in range(p):
-        logdet += 2.0 * math.log(L[a, a])
-    Li = np.zeros((p, p))  # L⁻¹, lower triangular
-    for c in range(p):
-        for a in range(c, p):
-            t = 1.0 if a == c else 0.0
-            for k in range(c, a):
-                t -= L[a, k] * Li[k, c]
-            Li[a, c] = t / L[a, a]
-    for a in range(p):
-        for b in range(p):
-            t = 0.0
-            for k in range(max(a, b), p):
-                t += Li[k, a] * Li[k, b]
-            inv[a, b] = t
-    return True, logdet, inv
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -62,8 +33,8 @@ def _small_marginal_pass(oo, oX, oe, lam, inv_s, s2, s0, SX, Gz, A, b):  # pragm
     """The first group pass of :func:`beta_marginal_and_grad` for q ≤ 2, written out in scalars.
 
     Same algebra as the general loop there (Y = K⁻¹Λ̃', v₀ = Y Z'e, V_X = Y Z'X,
-    R = Y Z'Z), about as much faster as :func:`_one_small_factor` is for the
-    sampled-β likelihood. Subtracts V_X'V_X from ``A`` (lower triangle) and
+    R = Y Z'Z), about as much faster as the unrolled loop of
+    :func:`bayeslmm.collapsed.likelihood.marginal_and_grad` is for the sampled-β likelihood. Subtracts V_X'V_X from ``A`` (lower triangle) and
     V_X'v₀ from ``b``, fills ``s0``, ``SX`` and ``Gz``; returns (Σ log|Q_g|, Σ v₀'v₀).
     """
     G, q, p = oX.shape
@@ -78,12 +49,10 @@ def _small_marginal_pass(oo, oX, oe, lam, inv_s, s2, s0, SX, Gz, A, b):  # pragm
         h00 = oo[g, 0, 0]
         w0 = oe[g, 0]
         if q == 1:
-            k00 = math.sqrt(1.0 + l00 * l00 * h00)
-            y00 = l00 / k00
-            logdet += 2.0 * math.log(k00)
+            ld, y00, r00 = factor1(l00, h00)
+            logdet += ld
             v0 = y00 * w0
             quad += v0 * v0
-            r00 = y00 * h00
             s0[g, 0] = (w0 - r00 * v0) / s2
             Gz[0, 0] += (h00 - r00 * r00) / s2
             for j in range(p):
@@ -96,7 +65,7 @@ def _small_marginal_pass(oo, oX, oe, lam, inv_s, s2, s0, SX, Gz, A, b):  # pragm
         h01 = oo[g, 0, 1]
         h11 = oo[g, 1, 1]
         w1 = oe[g, 1]
-        ld, y00, y01, y10, y11, r00, r01, r10, r11 = _factor2(l00, l10, l11, h00, h01, h11)
+        ld, y00, y01, y10, y11, r00, r01, r10, r11 = factor2(l00, l10, l11, h00, h01, h11)
         if math.isnan(ld):
             return math.nan, 0.0
         logdet += ld
@@ -147,7 +116,7 @@ def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigm
     G, q, p = oX.shape
     inv_s = 1.0 / sigma
     s2 = sigma * sigma
-    T = _outer(lam)
+    T = chol_product(lam)
     Pm = np.empty((q, q))
     Y = np.empty((q, q))
     R = np.empty((q, q))
@@ -169,7 +138,7 @@ def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigm
             return -math.inf, 0.0, Gt, delta, Ginv
         quad0 -= small_quad
     for g in range(G if q > 2 else 0):
-        ld = _factor(lam, oo[g], inv_s, Pm, Y, q)  # Y = K⁻¹Λ̃', KK' = I + Λ̃'HΛ̃
+        ld = relative_factor(lam, oo[g], inv_s, Pm, Y, q)  # Y = K⁻¹Λ̃', KK' = I + Λ̃'HΛ̃
         if math.isnan(ld):
             return -math.inf, 0.0, Gt, delta, Ginv
         logdet += ld
@@ -227,7 +196,7 @@ def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigm
         H[j, j] += prior_prec[j]
         rhs[j] += prior_prec[j] * prior_mu[j]
         logdet_prior += math.log(prior_prec[j])
-    ok, logdet_h, Ginv = _chol_inverse(H)
+    ok, logdet_h, Ginv = chol_inverse(H)
     if not ok:
         return -math.inf, 0.0, Gt, delta, Ginv
     for j in range(p):
@@ -244,7 +213,7 @@ def beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigm
         for l in range(p):
             quad += delta[j] * A[j, l] * delta[l]
             trace_ga += Ginv[j, l] * A[l, j]
-    loglik = -0.5 * (n * (_LOG_2PI + 2.0 * math.log(sigma)) + logdet + quad + prior_quad + logdet_h - logdet_prior)
+    loglik = -0.5 * (n * (LOG_2PI + 2.0 * math.log(sigma)) + logdet + quad + prior_quad + logdet_h - logdet_prior)
     if not grad:
         return loglik, 0.0, Gt, delta, Ginv
     w = np.empty(q)
@@ -296,11 +265,11 @@ def log_posterior_beta_marginal(
     if not (sigma > 0.0 and math.isfinite(sigma)):
         return -math.inf, grad[p:]
     blk_side = np.zeros(blk_q.shape[0], dtype=np.int64)
-    sd, C, lam_o, lam_i = _covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, 0)
+    sd, C, lam_o, lam_i = covariance(theta, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, 0)
     loglik, g_sigma, G_o, _, _ = beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam_o)
     if not math.isfinite(loglik):
         return -math.inf, grad[p:]
-    lp = loglik + _covariance_prior(
+    lp = loglik + covariance_prior(
         theta, grad, p, codes, transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, lkj_b, sd, C, lam_o, lam_i,
         g_sigma, G_o, np.zeros((0, 0)),
     )
@@ -320,7 +289,7 @@ def beta_conditionals(
     blk_side = np.zeros(blk_q.shape[0], dtype=np.int64)
     for s in range(S):
         sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], thetas[s, p])
-        _, _, lam_o, _ = _covariance(thetas[s], transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, 0)
+        _, _, lam_o, _ = covariance(thetas[s], transforms, prm, blk_q, blk_side, blk_off, blk_sd, blk_cpc, q_outer, 0)
         _, _, _, delta, Ginv = beta_marginal_and_grad(oo, oX, oe, ee, Xe, XX, n, prior_mu, prior_prec, sigma, lam_o, False)
         mean[s] = delta
         cov[s] = Ginv
@@ -332,51 +301,38 @@ class BetaMarginalPosterior:
 
     With one grouping factor and independent Normal priors on the fixed
     parameters (the defaults), the fixed parameters f are Gaussian given the
-    rest, so they integrate out exactly
-    (:func:`beta_marginal_and_grad`), and after
-    sampling each draw gets its f from that Gaussian conditional
-    (:meth:`complete`), as the group effects do. NUTS sampling f jointly with the
-    sds meets the posterior dependence of f on them (the uncertainty of a slope
-    grows with the sd of the group slopes), which costs it tree depth and
-    effective samples; here it never sees it. Use :meth:`build`.
+    rest, so they integrate out exactly (:func:`beta_marginal_and_grad`), and
+    after sampling each draw gets its f from that Gaussian conditional
+    (:meth:`complete`), as the group effects do. NUTS sampling f jointly with
+    the sds meets the posterior dependence of f on them (the uncertainty of a
+    slope grows with the sd of the group slopes), which costs it tree depth
+    and effective samples; here it never sees it. A sampler target
+    (:class:`bayeslmm.sampling.DensityTarget`) whose named draws are the base
+    posterior's. Use :meth:`build`.
     """
 
-    def __init__(self, base: CollapsedPosterior) -> None:
+    def __init__(self, inputs: IntegratedFixed, base: CollapsedPosterior) -> None:
         self.base = base
-        p, st = base.p, base.stats
-        T = np.eye(p)  # β = T f: f is the intercept at the predictor means and the slopes
-        if base.centered:
-            T = np.zeros((p, p))
-            T[base.idx, 0] = 1.0
-            for j, col in enumerate(base.slope_index):
-                T[col, 1 + j] = 1.0
-                T[base.idx, 1 + j] = -base.xbar[j]
+        lay, st, p = inputs.layout, inputs.stats, inputs.layout.p
+        T = inputs.fixed.matrix(p)  # β = T f
         self.f0 = np.linalg.solve(T, st.beta0)
         self.oX = np.ascontiguousarray(st.oX @ T)
         self.Xe = T.T @ st.Xe
         self.XX = T.T @ st.XX @ T
-        mu = np.array([spec.params[0] for spec in base.specs[:p]])
-        sd = np.array([spec.params[1] for spec in base.specs[:p]])
-        self.prior_mu = mu - self.f0
-        self.prior_prec = sd**-2.0
+        self.prior_mu = inputs.prior_mean - self.f0
+        self.prior_prec = inputs.prior_sd**-2.0
         self.p = p
-        self.size = base.size - p
-        self._args = self._kernel_args()
+        self.size = lay.size - p
+        self.dims, self.coords = base.dims, base.coords
+        self._layout = (lay.transforms, lay.prm, lay.blk_q, lay.blk_off, lay.blk_sd, lay.blk_cpc, lay.q_outer)
+        self._data = (self.prior_mu, self.prior_prec, st.oo, self.oX, st.oe, st.ee, self.Xe, self.XX, float(st.n))
+        self._args = (p, lay.codes, *self._layout[:-1], lay.lkj_b, lay.q_outer, *self._data)
 
     @classmethod
     def build(cls, base: CollapsedPosterior) -> BetaMarginalPosterior | None:
         """The integrated posterior, or None unless there is one grouping factor and every fixed prior is Normal."""
-        p = base.p
-        if p == 0 or base.stats.structure.inner:
-            return None
-        if not all(spec.code == NORMAL and spec.transform == NONE for spec in base.specs[:p]):
-            return None
-        return cls(base)
-
-    def _kernel_args(self) -> tuple:
-        b, st = self.base, self.base.stats
-        return (b.p, b.codes, b.transforms, b.prm, b.blk_q, b.blk_off, b.blk_sd, b.blk_cpc, b.lkj_b, b.q_outer,
-                self.prior_mu, self.prior_prec, st.oo, self.oX, st.oe, st.ee, self.Xe, self.XX, float(st.n))
+        inputs = base.integrated_fixed()
+        return None if inputs is None else cls(inputs, base)
 
     def logp_dlogp(self, v: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior of σ and the covariance coordinates ``v`` (f integrated out), and its gradient."""
@@ -388,12 +344,12 @@ class BetaMarginalPosterior:
 
     def complete(self, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Draws ``v`` (S, size) -> the base posterior's draws (S, p + size), with f drawn from its exact conditional."""
-        b, st = self.base, self.base.stats
         theta = np.concatenate([np.zeros((v.shape[0], self.p)), v], axis=1)
-        mean, cov = beta_conditionals(
-            theta, b.p, b.transforms, b.prm, b.blk_q, b.blk_off, b.blk_sd, b.blk_cpc, b.q_outer,
-            self.prior_mu, self.prior_prec, st.oo, self.oX, st.oe, st.ee, self.Xe, self.XX, float(st.n),
-        )
+        mean, cov = beta_conditionals(theta, self.p, *self._layout, *self._data)
         L = np.linalg.cholesky(cov)
         theta[:, : self.p] = self.f0 + mean + np.einsum("sij,sj->si", L, rng.standard_normal(mean.shape))
         return theta
+
+    def named_draws(self, v: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The base posterior's named variables, with f drawn from its conditional (:meth:`complete`)."""
+        return self.base.named_draws(self.complete(v, rng), rng)
