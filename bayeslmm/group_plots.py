@@ -14,9 +14,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from . import tables
 from .design import BlockDesign
 from .errors import BayesLMMError, DataError
+from .paramdraws import coef_draws, interval_names
 
 __all__ = ["caterpillar", "trajectories", "shrinkage"]
 
@@ -73,7 +73,7 @@ def x_values(fit: Any, x: str) -> np.ndarray:
 # Group effects
 # ---------------------------------------------------------------------------
 def caterpillar(
-    fit: Any, factor: str | None = None, terms: Sequence[str] | None = None, prob: float = 0.95, sort: str = "each"
+    fit: Any, factor: str | None = None, terms: Sequence[str] | None = None, level: float = 0.95, sort: str = "each"
 ) -> Figure:
     """Caterpillar plot of the group effects with posterior intervals, as lme4's ``dotplot(ranef(fm))``.
 
@@ -85,8 +85,8 @@ def caterpillar(
         Grouping factor to show; all factors when None.
     terms
         Terms to show (``"(Intercept)"``, ``"Days"``); all when None.
-    prob
-        Probability of the equal-tailed interval drawn around each posterior mean.
+    level
+        Level of the interval drawn around each estimate (posterior: equal-tailed; REML: Wald from the conditional sd).
     sort
         ``"each"`` sorts every panel by its own estimates, ``"first"`` orders every
         panel of a factor by its first term (lme4's dotplot), ``"none"`` keeps level order.
@@ -98,8 +98,8 @@ def caterpillar(
     """
     if sort not in ("each", "first", "none"):
         raise BayesLMMError(f"sort must be 'each', 'first' or 'none', got {sort!r}.")
-    tab = fit.ranef(prob=prob, long=True)
-    lo, hi = tables.interval_names(prob)
+    tab = fit.ranef(level=level, long=True)
+    lo, hi = interval_names(level)
     factors = [factor_block(fit, factor).factor] if factor is not None else list(dict.fromkeys(tab["grpvar"]))
     panels = [
         (f, t)
@@ -126,7 +126,7 @@ def caterpillar(
         a.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
         a.set_yticks(pos, [str(g) for g in sub["grp"]], fontsize=7)
         a.set_title(f"{f}: {t}", fontsize=10)
-    fig.supxlabel(f"group effect (posterior mean, {100 * prob:g}% interval)")
+    fig.supxlabel(f"group effect (estimate and {100 * level:g}% {fit.interval_kind} interval)")
     fig.tight_layout()
     return fig
 
@@ -194,23 +194,9 @@ def _pooling_frame(fit: Any, factor: str) -> dict[str, pd.DataFrame]:
 # Trajectories
 # ---------------------------------------------------------------------------
 def _coef_draws(fit: Any, factor: str, terms: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per term, draws of fixed + group effect, shape ``(samples, levels)``."""
-    design = fit.design
-    beta = tables.fixed_draws(design, fit.idata)
-    S = beta.shape[0] * beta.shape[1]
-    beta = beta.reshape(S, -1)
-    nlev = factor_block(fit, factor).n_levels
-    out = {t: np.zeros((S, nlev)) for t in terms}
-    for j, t in enumerate(design.fixed_names):
-        if t in out:
-            out[t] += beta[:, j][:, None]
-    for b in design.blocks:
-        if b.factor == factor:
-            r = tables.ranef_draws(b, fit.idata).reshape(S, b.n_levels, b.q)
-            for k, t in enumerate(b.terms):
-                if t in out:
-                    out[t] += r[:, :, k]
-    return out
+    """Per term, draws of fixed + group effect, shape ``(samples, levels)`` (a term not in the model: 0)."""
+    names, total = coef_draws(fit.design, fit.params, factor)
+    return {t: total[:, :, names.index(t)] if t in names else np.zeros(total.shape[:2]) for t in terms}
 
 
 def trajectories(
@@ -253,7 +239,7 @@ def trajectories(
     factor, groups, levels = row_groups(fit, group)
     straight = set(design.fixed_names) <= {"(Intercept)", x}
     fig, axes = facet_grid(len(levels), ncols, sharex=True, sharey=True)
-    beta_mean = tables.fixed_draws(design, fit.idata).reshape(-1, len(design.fixed_names)).mean(axis=0)
+    beta_mean = fit.params.beta.mean(axis=0)
     if straight:
         grid = np.linspace(xv.min(), xv.max(), 50)
         coefs = _coef_draws(fit, factor, ["(Intercept)", x])

@@ -18,16 +18,15 @@ with ``np.bincount`` sums and solved as one stacked ``np.linalg.solve``.
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .design import BlockDesign, Design
 from .errors import BayesLMMError
-from .predict import ParamDraws, fit_params
+from .paramdraws import ParamDraws
 
-__all__ = ["no_pooling_fits", "pooling_table", "pooling"]
+__all__ = ["no_pooling_fits", "pooling_table"]
 
 
 def _factor_blocks(design: Design, factor: str | None) -> list[BlockDesign]:
@@ -154,8 +153,3 @@ def pooling_table(design: Design, params: ParamDraws, factor: str | None = None)
     )
     out.attrs["note"] = note
     return out
-
-
-def pooling(fit: Any, factor: str | None = None) -> pd.DataFrame:
-    """Complete, no and partial pooling per level of a grouping factor; see :func:`pooling_table`."""
-    return pooling_table(fit.design, fit_params(fit), factor)
