@@ -267,16 +267,16 @@ def compare_models(fits: Mapping[str, Any], method: str = "stacking") -> pd.Data
     first = fits[names[0]].design
     for name in names:
         fit = fits[name]
-        if fit.params.is_point:
-            raise BayesLMMError(
-                f"compare_models (model {name!r}) needs a Bayesian fit with posterior draws (method='NUTS'); "
-                f"got a {fit.method} fit. Compare likelihood fits with their AIC()/BIC()."
-            )
         d = fit.design
         if d.nobs != first.nobs or not np.array_equal(d.y, first.y):
             raise BayesLMMError(
                 f"Model {name!r} was fit to different data than {names[0]!r} ({d.nobs} vs {first.nobs} rows "
                 "or a different response); LOO comparisons need the same observations."
+            )
+        if fit.params.is_point:
+            raise BayesLMMError(
+                f"compare_models (model {name!r}) needs a Bayesian fit with posterior draws (method='NUTS'); "
+                f"got a {fit.method} fit. Compare likelihood fits with their AIC()/BIC()."
             )
     return az.compare({name: fits[name].loo() for name in names}, method=method, round_to="none")
 

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from .design import BlockDesign
 from .errors import BayesLMMError, DataError
@@ -33,7 +35,9 @@ def facet_grid(
     """
     ncols = ncols or min(n, 6)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kw)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, layout="constrained", **kw
+    )
     flat = list(axes.flat)
     for i in range(n, len(flat)):
         fig.delaxes(flat[i])
@@ -127,7 +131,6 @@ def caterpillar(
         a.set_yticks(pos, [str(g) for g in sub["grp"]], fontsize=7)
         a.set_title(f"{f}: {t}", fontsize=10)
     fig.supxlabel(f"group effect (estimate and {100 * level:g}% {fit.interval_kind} interval)")
-    fig.tight_layout()
     return fig
 
 
@@ -180,7 +183,6 @@ def shrinkage(fit: Any, factor: str | None = None, x: str = "auto") -> Figure:
         a.set_title(term)
         a.set_ylabel("estimate")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -204,14 +206,14 @@ def trajectories(
     x: str,
     group: str | None = None,
     population: bool = True,
-    prob: float | None = None,
+    level: float | None = None,
     ncols: int | None = None,
 ) -> Figure:
     """Small multiples of the response against ``x`` per group, with each group's fitted line.
 
     When the fixed part is a straight line in ``x`` (``y ~ x`` or ``y ~ 1``),
     each group's line is its ``coef()`` intercept + slope * x over the panel's
-    range, and ``prob`` adds its posterior band. Otherwise the line joins the
+    range, and ``level`` adds its posterior band. Otherwise the line joins the
     group's posterior-mean fitted values in order of ``x``.
 
     Parameters
@@ -224,8 +226,8 @@ def trajectories(
         Grouping factor; the first when None.
     population
         Also draw the population line (fixed effects only, ``re.form=NA``), dashed.
-    prob
-        Probability of a posterior band around each group's line (straight-line models only).
+    level
+        Level of a posterior band around each group's line (straight-line models only).
     ncols
         Columns of the grid.
 
@@ -254,8 +256,8 @@ def trajectories(
         if straight:
             curves = coefs["(Intercept)"][:, i, None] + coefs[x][:, i, None] * grid
             a.plot(grid, curves.mean(axis=0), color="C1")
-            if prob is not None:
-                lo, hi = np.quantile(curves, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+            if level is not None:
+                lo, hi = np.quantile(curves, [(1 - level) / 2, (1 + level) / 2], axis=0)
                 a.fill_between(grid, lo, hi, color="C1", alpha=0.25, linewidth=0)
             if population:
                 a.plot(grid, pop_line, color="grey", linestyle="--", linewidth=1)
@@ -267,4 +269,13 @@ def trajectories(
         a.set_title(f"{factor} {lev}", fontsize=9)
     fig.supxlabel(x)
     fig.supylabel(design.response_name)
+    handles = [
+        Line2D([], [], color="C0", marker="o", linestyle="none", markersize=4, label="observed"),
+        Line2D([], [], color="C1", label=f"{factor}'s fitted line" + (" (coef)" if straight else "")),
+    ]
+    if straight and level is not None:
+        handles.append(Patch(color="C1", alpha=0.25, label=f"{100 * level:g}% {fit.interval_kind} band"))
+    if population:
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="population line (fixed effects)"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
     return fig

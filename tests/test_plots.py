@@ -54,9 +54,9 @@ def panels(fig: Figure) -> list[Axes]:
 # Group effects
 # ---------------------------------------------------------------------------
 def test_caterpillar_one_sorted_point_and_interval_per_level(sleep_fit):
-    fig = sleep_fit.plot.caterpillar(prob=0.9)
+    fig = sleep_fit.plot.caterpillar(level=0.9)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
-    tab = sleep_fit.ranef(prob=0.9, long=True)
+    tab = sleep_fit.ranef(level=0.9, long=True)
     for ax, term in zip(fig.axes, ["(Intercept)", "Days"]):
         assert term in ax.get_title()
         x = ax.lines[0].get_xdata()
@@ -86,7 +86,7 @@ def test_caterpillar_first_term_order_and_filters(sleep_fit):
 
 
 def test_trajectories_one_panel_per_subject_with_coef_lines(sleep_fit):
-    fig = sleep_fit.plot.trajectories("Days", prob=0.9)
+    fig = sleep_fit.plot.trajectories("Days", level=0.9)
     assert len(fig.axes) == N_SUBJECTS
     coef = sleep_fit.coef()["Subject"]
     fixef = sleep_fit.fixef()["Estimate"]

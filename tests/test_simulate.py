@@ -11,7 +11,7 @@ import pytest
 import bayeslmm
 from bayeslmm import BayesLMMError, naming
 from bayeslmm.errors import ParameterError
-from bayeslmm.tables import draws
+from conftest import draws
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 # Close to lme4's REML fit of sleepstudy.

@@ -9,7 +9,7 @@ import pytest
 import bayeslmm
 from bayeslmm import naming
 from bayeslmm.errors import ConvergenceWarning, DataWarning
-from bayeslmm.tables import draws
+from conftest import draws
 
 
 def test_fixef_columns_follow_brms(sleep_fit):
@@ -23,7 +23,7 @@ def test_fixef_columns_follow_brms(sleep_fit):
 
 
 def test_interval_level_is_settable(sleep_fit):
-    fx = sleep_fit.fixef(prob=0.9)
+    fx = sleep_fit.fixef(level=0.9)
     assert "l-90% CI" in fx.columns
     assert (fx["u-90% CI"] < sleep_fit.fixef()["u-95% CI"]).all()
 
