@@ -1,6 +1,6 @@
 """Stage 4 (full model): Design + Priors -> ``pm.Model``.
 
-Model 7 of the seed notes::
+The linear mixed model with correlated group effects::
 
     beta  ~ Normal(., v)                      fixed effects
     sigma ~ HalfCauchy(r)                     residual sd

@@ -22,7 +22,7 @@ def fit_frequentist(design: Design, method: str = "REML") -> REMLFit:
     return REMLFit(design=design, result=fit_reml(design, method))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class REMLFit(MixedFit):
     """A linear mixed model fit by REML or ML, with lme4's extractor names.
 

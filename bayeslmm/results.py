@@ -24,7 +24,7 @@ from .sampling import Diagnostics, SamplerSettings
 __all__ = ["BayesFit"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class BayesFit(MixedFit):
     """A Bayesian linear mixed model fit by NUTS.
 
