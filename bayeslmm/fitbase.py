@@ -68,8 +68,6 @@ class FitDescription:
         Titled text blocks before the random effects (lme4's scaled residuals).
     after
         Titled tables after the fixed effects (the priors of a Bayesian fit).
-    interval
-        What the interval columns are, e.g. ``"credible interval (equal-tailed)"``.
     """
 
     title: str
@@ -77,7 +75,6 @@ class FitDescription:
     footer: tuple[str, ...] = ()
     blocks: tuple[tuple[str, str], ...] = ()
     after: tuple[tuple[str, pd.DataFrame], ...] = field(default=(), compare=False)
-    interval: str = "interval"
 
 
 class MixedFit(ABC):

@@ -1,19 +1,11 @@
 """The array core of every after-fit output: parameter draws, rows, the linear predictor, one summary helper.
 
 Every fit kind hands its parameters over as one :class:`ParamDraws`, built
-once per fit and cached on it (``fit.params``):
-
-* a posterior (NUTS) gives its draws, one row per draw, chain-major;
-* a point fit (REML/ML) gives its estimates as a single "draw", together
-  with the standard errors its method defines: ``Var(β̂)`` and the
-  conditional sds of the group effects.
-
-Tables, predictions, model checks, pooling and plots are functions of a
-design, a :class:`ParamDraws` and a set of :class:`Rows`; they never ask which
-kind of fit made them. :func:`summarise` is the one place where draws become
-table columns: posterior mean, sd and equal-tailed interval (plus R-hat and
-ESS), or, for a point fit, the estimate with its Wald standard error and
-interval.
+once per fit and cached on it (``fit.params``): a posterior's draws, or a
+point fit's estimates as a single "draw" with the standard errors its method
+defines (``Var(β̂)``, the conditional sds of the modes). Tables, predictions,
+model checks, pooling and plots are functions of a design, a ParamDraws and
+:class:`Rows`; :func:`summarise` is the one place where draws become columns.
 """
 
 from __future__ import annotations
@@ -69,23 +61,10 @@ def _gaussian_draw(mu: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) 
 class Family:
     """The response distribution and link of a fit, as R's ``family(fm)``.
 
-    The array core consults it wherever the response scale matters: fitted
-    values and predictions (``linkinv``), the pointwise log-likelihood
-    (``log_density``), replicated responses (``draw``) and the name of the
-    Wald statistic in a point fit's ``fixef`` table.
-
-    Attributes
-    ----------
-    name, link
-        As R names them (``"gaussian"``, ``"identity"``).
-    linkinv
-        Inverse link, applied elementwise to the linear predictor.
-    log_density
-        ``log p(y | μ, σ)`` elementwise (σ is the dispersion draw).
-    draw
-        A random response given ``μ``, ``σ`` and a generator.
-    statistic
-        Column name of estimate / standard error (``"t value"``, ``"z value"``).
+    The array core consults it wherever the response scale matters: ``linkinv``
+    (fitted values, predictions), ``log_density(y, mu, sigma)`` (the pointwise
+    log-likelihood), ``draw(mu, sigma, rng)`` (replicated responses) and
+    ``statistic``, the name of estimate / SE in a point fit's ``fixef``.
     """
 
     name: str
@@ -124,31 +103,14 @@ def summarise(
     statistic: str | None = None,
     diagnostics: bool = False,
 ) -> pd.DataFrame:
-    """One row per column of ``draws``: the columns every table of the package shows.
+    """One row per column of ``draws`` ``(chain, draw, k)``: the columns every table of the package shows.
 
-    Parameters
-    ----------
-    draws
-        ``(chain, draw, k)``. For a point estimate, ``(1, 1, k)``.
-    level
-        Interval level.
-    index
-        Row labels, length ``k``.
-    se
-        Standard errors of a point estimate. When given, the table is
-        ``Estimate``, ``Std. Error`` and the Wald interval ``Estimate ± z SE``
-        (normal quantile, as ``confint(fm, method = "Wald")``); otherwise it is
-        the posterior ``Estimate`` (mean), ``Est.Error`` (sd) and equal-tailed interval.
-    statistic
-        With ``se``: also a column of that name holding ``Estimate / Std. Error``.
-    diagnostics
-        Posterior only: add ``Rhat``, ``Bulk_ESS`` and ``Tail_ESS``. Columns
-        constant over the draws (a fixed correlation diagonal, a
-        zero-variance term) get NaN, as does R-hat of a single chain.
-
-    Returns
-    -------
-    pandas.DataFrame
+    Without ``se``: posterior ``Estimate`` (mean), ``Est.Error`` (sd) and the
+    equal-tailed interval, and with ``diagnostics`` ``Rhat``, ``Bulk_ESS``,
+    ``Tail_ESS`` (NaN for a column constant over the draws, and R-hat of one
+    chain). With ``se`` (a point estimate, ``draws`` of shape ``(1, 1, k)``):
+    ``Estimate``, ``Std. Error``, the Wald interval ``Estimate ± z SE`` as
+    ``confint(fm, method = "Wald")``, and a ``statistic`` column ``Estimate / SE`` if named.
     """
     lo, hi = interval_names(level)
     draws = np.asarray(draws, dtype=float)
@@ -198,27 +160,11 @@ def summarise(
 class ParamDraws:
     """Model parameters as arrays with one row per draw (a point fit: one row).
 
-    Attributes
-    ----------
-    beta
-        Fixed effects, ``(S, p)`` in the order of ``design.fixed_names``.
-    sigma
-        Residual sd, ``(S,)``.
-    ranef
-        Per block, the group effects ``(S, levels, q)``.
-    sd
-        Per block, the sds of its terms ``(S, q)``.
-    cor
-        Per block, the correlation matrix of its terms ``(S, q, q)``.
-    chains
-        Number of chains the ``S`` draws come from (chain-major order).
-    family
-        Response family and link.
-    beta_vcov
-        Point fits only: ``vcov(fm)``, the ``(p, p)`` covariance of β̂. Its
-        presence is what makes the draws a point estimate.
-    ranef_sd
-        Point fits only: per block the conditional sds ``(levels, q)``, or None.
+    ``beta`` ``(S, p)`` in ``design.fixed_names`` order, ``sigma`` ``(S,)``,
+    and per block ``ranef`` ``(S, levels, q)``, ``sd`` ``(S, q)`` and ``cor``
+    ``(S, q, q)``; ``chains`` (draws are chain-major) and the ``family``. A
+    point fit also gives ``beta_vcov`` (``vcov(fm)``, whose presence makes the
+    draws a point estimate) and ``ranef_sd``, the conditional sds ``(levels, q)``.
     """
 
     beta: np.ndarray
@@ -260,12 +206,7 @@ class ParamDraws:
         statistic: str | None = None,
         diagnostics: bool = False,
     ) -> pd.DataFrame:
-        """:func:`summarise` of derived values ``(S, k)``.
-
-        For a point fit, ``se`` (standard errors of the values, where the
-        method defines them) gives Wald columns; without it only ``Estimate``
-        is returned. A posterior ignores ``se`` and ``statistic``.
-        """
+        """:func:`summarise` of derived values ``(S, k)``; a point fit without ``se`` gives ``Estimate`` only."""
         values = np.asarray(values, dtype=float).reshape(self.n_draws, -1)
         if not self.is_point:
             return summarise(self.to_chains(values), level, index, diagnostics=diagnostics)
@@ -391,26 +332,11 @@ def linear_predictor(
     new_effects: Sequence[np.ndarray | None] | None = None,
     draws: slice = slice(None),
 ) -> np.ndarray:
-    """Per-draw linear predictor ``X β + Σ_k (Z_k * γ_k[group_idx_k]).sum(1)``, by index-gather.
+    """Per-draw linear predictor ``X β + Σ_k (Z_k * γ_k[group_idx_k]).sum(1)``, by index-gather, ``(s, n)``.
 
-    Parameters
-    ----------
-    rows
-        The rows.
-    params
-        Parameter draws.
-    include
-        Per block, whether its group effects enter (default: all).
-    new_effects
-        Per block, effects of unseen levels ``(S, len(new_levels), q)``;
-        ``None`` (or a missing entry) gives unseen levels an effect of 0.
-    draws
-        Which draws to use.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(s, n)`` for the ``s`` selected draws.
+    ``include`` says per block whether its effects enter (default all);
+    ``new_effects`` gives per block the effects of unseen levels ``(S,
+    len(new_levels), q)`` (None: 0); ``draws`` selects the draws.
     """
     mu = params.beta[draws] @ rows.X.T
     for k, (idx, Z) in enumerate(zip(rows.group_idx, rows.Z)):
@@ -442,22 +368,7 @@ def draw_chunks(rows: Rows, params: ParamDraws) -> Iterator[tuple[slice, np.ndar
 
 
 def sample_new_effects(cov: np.ndarray, n_levels: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw group effects of new levels from N(0, T_s), one set per draw.
-
-    Parameters
-    ----------
-    cov
-        Block covariance draws ``(S, q, q)``; may be singular.
-    n_levels
-        Number of new levels.
-    rng
-        Random generator.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(S, n_levels, q)``.
-    """
+    """Draw group effects of ``n_levels`` new levels from N(0, T_s) per draw, ``(S, n_levels, q)``; T may be singular."""
     w, V = np.linalg.eigh(cov)
     root = V * np.sqrt(np.clip(w, 0.0, None))[:, None, :]
     z = rng.standard_normal((cov.shape[0], n_levels, cov.shape[1]))

@@ -76,8 +76,7 @@ class REMLFit(MixedFit):
             footer.append(f"optimizer did not report convergence: {r.optimizer_message}")
         title = "Linear mixed model fit by REML" if r.method == "REML" else "Linear mixed model fit by maximum likelihood"
         return FitDescription(
-            title=title, header=("", crit), footer=tuple(footer), blocks=(("Scaled residuals", scaled),),
-            interval="Wald confidence interval",
+            title=title, header=("", crit), footer=tuple(footer), blocks=(("Scaled residuals", scaled),)
         )
 
     def _glance_extra(self) -> dict[str, Any]:
@@ -86,7 +85,8 @@ class REMLFit(MixedFit):
             "logLik": r.loglik,
             "AIC": self.AIC(),
             "BIC": self.BIC(),
-            "deviance": r.criterion,  # broom.mixed: the REML criterion of a REML fit
+            # the minimised criterion, named as lme4 names it (deviance() refuses a REML fit)
+            ("REMLcrit" if r.method == "REML" else "deviance"): r.criterion,
             "df.residual": r.nobs - r.n_params,
         }
 

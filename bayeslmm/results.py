@@ -91,7 +91,6 @@ class BayesFit(MixedFit):
             header=(f" Priors: {len(self.priors.entries) - n_user} default, {n_user} set by the user (listed below)",),
             footer=tuple(footer),
             after=(("Priors", self.priors.table()),),
-            interval="credible interval (equal-tailed)",
         )
 
     def _glance_extra(self) -> dict[str, Any]:

@@ -62,7 +62,7 @@ COLUMNS = {
     "glance": (lambda f: f.glance(), {
         "nuts": ["nobs", "sigma", "elpd_loo", "p_loo", "looic", "waic", "r2_marginal", "r2_conditional",
                  "divergences", "draws", "chains"],
-        "reml": ["nobs", "sigma", "logLik", "AIC", "BIC", "deviance", "df.residual"],  # glance.merMod
+        "reml": ["nobs", "sigma", "logLik", "AIC", "BIC", "REMLcrit", "df.residual"],  # glance.merMod, REMLcrit(fm)
     }),
     "augment": (lambda f: f.augment(level=0.9).iloc[:, -4:], {
         "nuts": [".fitted", ".resid", ".lower", ".upper"],
