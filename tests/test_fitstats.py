@@ -210,3 +210,27 @@ def test_exact_refit_agrees_with_psis_where_psis_is_reliable(sleep_fit):
     assert abs(float(out.elpd_i.values[j]) - float(psis.elpd_i.values[j])) < 0.1
     others = np.arange(sleep_fit.design.nobs) != j
     np.testing.assert_array_equal(out.elpd_i.values[others], psis.elpd_i.values[others])
+
+
+def test_reloo_of_a_group_left_without_rows():
+    """Dropping the only row of a group keeps the level with its prior: its effect is then a draw from N(0, T)."""
+    import copy
+
+    from bayeslmm.reloo import drop_rows, refit_loo
+
+    rng = np.random.default_rng(1)
+    g = np.r_[np.repeat(np.arange(6), 5), 6]
+    x = rng.normal(size=g.size)
+    d = pd.DataFrame({"y": 1 + 0.5 * x + rng.normal(0, 1, 7)[g] + rng.normal(size=g.size), "x": x, "g": g})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayeslmm.lmer("y ~ x + (1|g)", d, draws=200, tune=200, chains=2, random_seed=3, progressbar=False)
+    smaller = drop_rows(fit.design, [30])
+    assert smaller.nobs == 30 and smaller.blocks[0].levels == fit.design.blocks[0].levels
+    assert not (smaller.blocks[0].group_idx == 6).any()
+    psis = fitstats.psis_loo(fit.idata, fit.design, fit.params)
+    forced = copy.deepcopy(psis)
+    forced.pareto_k.values[:] = 0.0
+    forced.pareto_k.values[30] = 1.0
+    out = refit_loo(forced, fit.idata, fit.design, fit.priors, fit.parameterization, fit.settings)
+    assert np.isfinite(out.elpd_i.values[30]) and out.pareto_k.values[30] == 0

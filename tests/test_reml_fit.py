@@ -1,5 +1,7 @@
 """The REML/ML fit object: lme4's extractors, summary, comparison with a Bayesian fit, REML inits."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,7 +81,9 @@ def test_bayes_fit_reml_and_compare(sleep_fit):
     reml = sleep_fit.reml()
     assert reml is sleep_fit.reml()  # computed once
     assert reml.REMLcrit() == pytest.approx(case("sleep_slopes")["reml_criterion"], abs=1e-3)
-    cmp = compare(sleep_fit, reml)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas: no partial-key column assignment on a MultiIndex frame
+        cmp = compare(sleep_fit, reml)
     t = cmp.table
     assert list(t.index) == ["(Intercept)", "Days", "sd((Intercept)|Subject)", "sd(Days|Subject)",
                              "cor((Intercept),Days|Subject)", "sigma"]
@@ -90,6 +94,10 @@ def test_bayes_fit_reml_and_compare(sleep_fit):
     assert inside.all()  # on sleepstudy every REML estimate lies inside the 95% credible interval
     fig = cmp.plot()
     assert len(fig.axes) == 6
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "NUTS: estimate, 95% credible interval", "REML: estimate, 95% Wald confidence interval"
+    ]
+    assert "95% intervals" in fig.get_suptitle()
     for ax, kind in zip(fig.axes, t["kind"]):
         assert len(ax.lines) == 2  # one dot per fit
         # intervals: the credible interval, plus the REML Wald interval for fixed effects (sds have no SE)
