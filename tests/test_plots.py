@@ -267,7 +267,12 @@ def _texts(fig):
     out = []
     for ax in fig.axes:
         titles = [c for c in ax.get_children() if isinstance(c, Text) and c.get_text()]
-        labels = [ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]
+        labels = [
+            t
+            for axis, ticks in ((ax.xaxis, ax.get_xticklabels()), (ax.yaxis, ax.get_yticklabels()))
+            if ax.axison and axis.get_visible()
+            for t in (axis.label, *ticks)
+        ]
         out += [(ax, "title", t) for t in titles] + [(ax, "label", t) for t in labels if t.get_text()]
     return [(ax, kind, t) for ax, kind, t in out if t.get_visible()]
 
@@ -275,9 +280,14 @@ def _texts(fig):
 def assert_report_ready(fig):
     renderer = fig.canvas.get_renderer()
     texts = _texts(fig)
-    boxes = [(ax, kind, t, t.get_window_extent(renderer)) for ax, kind, t in texts]
-    for _, _, t, b in boxes:  # inside the saved area (savefig's default bbox is the figure)
-        assert b.x0 >= -1 and b.y0 >= -1 and b.x1 <= fig.bbox.width + 1 and b.y1 <= fig.bbox.height + 1, t.get_text()
+    inside = lambda b: b.x0 >= -1 and b.y0 >= -1 and b.x1 <= fig.bbox.width + 1 and b.y1 <= fig.bbox.height + 1  # noqa: E731
+    drawn = {ax: ax.get_tightbbox(renderer) for ax in fig.axes if ax.axison}  # what each panel draws
+    for ax, box in drawn.items():  # inside the saved area (savefig's default bbox is the figure)
+        assert inside(box), f"panel {ax.get_title()!r} extends outside the figure: {box}"
+    for legend in fig.legends:
+        assert inside(legend.get_window_extent(renderer))
+    boxes = [(ax, kind, t, t.get_window_extent(renderer)) for ax, kind, t in texts if ax in drawn]
+    boxes = [(ax, kind, t, b) for ax, kind, t, b in boxes if drawn[ax].contains(*b.p0) or kind == "title"]
     for ax, kind, t, b in boxes:
         if kind != "title":
             continue
