@@ -185,7 +185,7 @@ def compare(*fits: MixedFit, names: list[str] | None = None, level: float = 0.95
                 inside = (est >= p[(name, lo)]) & (est <= p[(name, hi)])
                 parts.append(pd.DataFrame({(f"REML in {name} CI", ""): inside}))
     table = pd.concat(parts, axis=1)
-    table.insert(0, "kind", longs[0].set_index("parameter")["kind"].reindex(table.index))
+    table.insert(0, ("kind", ""), longs[0].set_index("parameter")["kind"].reindex(table.index))
     return Comparison(
         table=table, names=names, level=level, long=pd.concat(longs, ignore_index=True),
         intervals=[f.interval_kind for f in fits],

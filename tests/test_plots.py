@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import matplotlib
@@ -309,7 +310,7 @@ def assert_report_ready(fig):
         lambda f: f.plot.shrinkage(),
         lambda f: f.plot.trajectories("Days", level=0.9),
         lambda f: f.plot.forest(),
-        lambda f: f.plot.ppc(num_samples=10, random_seed=1),
+        lambda f: dataclasses.replace(f, idata=f.idata.copy()).plot.ppc(num_samples=10, random_seed=1),
         lambda f: bayeslmm.compare(f, f.reml()).plot(),
     ],
     ids=["rank", "trace", "residuals", "residuals_by", "observed_fitted", "qq", "caterpillar", "shrinkage",
