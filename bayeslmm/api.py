@@ -165,9 +165,8 @@ def lmer(
         model = build_model(design, prior_set, param)
         model_factory = partial(_built, model)
         idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
-    add_log_likelihood(design, idata)  # pointwise log-likelihood for loo()/waic()/az.loo
     diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept, parameterization=param)
-    return BayesFit(
+    fit = BayesFit(
         design=design,
         priors=prior_set,
         model_factory=model_factory,
@@ -176,3 +175,5 @@ def lmer(
         diagnostics=diag,
         parameterization=param,
     )
+    add_log_likelihood(idata, design, fit.params)  # for loo()/waic()/az.loo, from the fit's cached array core
+    return fit

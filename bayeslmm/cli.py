@@ -128,15 +128,14 @@ def predict(fit_file: str, newdata: str, out: str | None, re_form: str | None, n
             interval: float, seed: int | None) -> None:
     """Predict for the rows of NEW.csv with a saved fit.
 
-    The output has the columns of NEW.csv followed by Estimate, Est.Error and the interval bounds.
+    The output has the columns of NEW.csv followed by Estimate, its uncertainty (Est.Error for a Bayesian fit,
+    Std. Error for REML/ML) and the interval bounds.
     """
     from .io import load
-    from .predict import predict as predict_rows
 
     fitted = load(fit_file)
     rows = _read_csv(newdata, "new data")
-    pred = predict_rows(fitted, rows, re_form=re_form, new_levels=new_levels, kind=kind, interval=interval,
-                        random_seed=seed)
+    pred = fitted.predict(rows, re_form=re_form, new_levels=new_levels, kind=kind, level=interval, random_seed=seed)
     table = rows.join(pred, rsuffix="_pred")
     if out is None:
         click.echo(table.to_csv(index=False), nl=False)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import BayesLMMError
-from .tables import interval_names
+from .fitbase import MixedFit
+from .paramdraws import interval_names
 
 __all__ = ["compare", "Comparison", "parameter_label"]
 
@@ -27,39 +28,21 @@ def parameter_label(grp: str, var1: Any, var2: Any) -> str:
     return f"sd({var1}|{grp})"
 
 
-def _is_bayes(fit: Any) -> bool:
-    return hasattr(fit, "idata")
-
-
-def _rows(fit: Any, prob: float) -> pd.DataFrame:
-    """One row per parameter: kind, Estimate, uncertainty (SE or posterior sd), interval."""
-    lo, hi = interval_names(prob)
-    fx = fit.fixef(prob) if _is_bayes(fit) else fit.fixef()
-    vc = fit.VarCorr(prob) if _is_bayes(fit) else fit.VarCorr()
-    recs = []
-    for term, r in fx.iterrows():
-        if _is_bayes(fit):
-            recs.append((term, "fixed", r["Estimate"], r["Est.Error"], r[lo], r[hi]))
-        else:
-            z = _z(prob)
-            se = r["Std. Error"]
-            recs.append((term, "fixed", r["Estimate"], se, r["Estimate"] - z * se, r["Estimate"] + z * se))
-    for _, r in vc.iterrows():
-        label = parameter_label(r["grp"], r["var1"], r["var2"])
-        kind = "sigma" if label == "sigma" else ("cor" if label.startswith("cor(") else "sd")
-        if _is_bayes(fit):
-            recs.append((label, kind, r["sdcor"], r["Est.Error"], r[lo], r[hi]))
-        else:
-            recs.append((label, kind, r["sdcor"], np.nan, np.nan, np.nan))
+def _rows(fit: MixedFit, level: float) -> pd.DataFrame:
+    """One row per parameter: kind, Estimate, uncertainty (posterior sd or standard error), interval."""
+    lo, hi = interval_names(level)
+    fx = fit.fixef(level)
+    vc = fit.VarCorr(level)
+    nan = pd.Series(np.nan, index=vc.index)
+    err = "Std. Error" if fit.params.is_point else "Est.Error"
+    recs = [(term, "fixed", r["Estimate"], r[err], r[lo], r[hi]) for term, r in fx.iterrows()]
+    labels = [parameter_label(r["grp"], r["var1"], r["var2"]) for _, r in vc.iterrows()]
+    kinds = ["sigma" if lab == "sigma" else ("cor" if lab.startswith("cor(") else "sd") for lab in labels]
+    unc = [vc.get(c, nan) for c in ("Est.Error", lo, hi)]
+    recs += list(zip(labels, kinds, vc["sdcor"], *unc))
     return pd.DataFrame(recs, columns=["parameter", "kind", "Estimate", "Uncertainty", "lower", "upper"]).set_index(
         "parameter"
     )
-
-
-def _z(prob: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + prob / 2))
 
 
 def _normalise(formula: str) -> str:
@@ -68,12 +51,27 @@ def _normalise(formula: str) -> str:
 
 @dataclass
 class Comparison:
-    """A side-by-side table of fits; ``.table`` is the DataFrame, ``.plot()`` the chart."""
+    """A side-by-side table of fits; ``.table`` is the DataFrame, ``.plot()`` the chart.
+
+    Attributes
+    ----------
+    table
+        One row per parameter; per fit its estimate, uncertainty and interval.
+    names
+        The fits' labels.
+    level
+        The interval level.
+    long
+        The same numbers, one row per fit and parameter.
+    intervals
+        Per fit, what its interval is (``"credible"`` or ``"Wald confidence"``).
+    """
 
     table: pd.DataFrame
     names: list[str]
-    prob: float
+    level: float
     long: pd.DataFrame
+    intervals: list[str]
 
     def __str__(self) -> str:
         return self.table.to_string(float_format=lambda v: f"{v:.4g}")
@@ -83,27 +81,31 @@ class Comparison:
     def _repr_html_(self) -> str:
         return self.table.to_html(float_format=lambda v: f"{v:.4g}")
 
-    def plot(self, axes=None):
-        """Dot-and-interval chart: one panel per parameter, one row per fit.
+    def plot(self, fig: Any = None, axes: Any = None):
+        """Dot-and-interval chart: one panel per parameter, one row per fit, with a legend naming each interval.
 
         Parameters
         ----------
+        fig
+            A matplotlib Figure to draw in (its axes are replaced); default a new figure.
         axes
-            Optional array of matplotlib Axes, one per parameter.
+            Instead of ``fig``: a sequence of Axes, one per parameter.
 
         Returns
         -------
         matplotlib.figure.Figure
         """
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
 
         params = list(dict.fromkeys(self.long["parameter"]))
         if axes is None:
-            fig, axes = plt.subplots(len(params), 1, figsize=(6, 0.9 + 0.45 * len(self.names) * len(params)),
-                                     squeeze=False)
-            axes = axes[:, 0]
+            size = (6.5, 1.4 + 0.45 * len(self.names) * len(params))
+            fig = fig if fig is not None else plt.figure(figsize=size)
+            fig.clear()
+            axes = fig.subplots(len(params), 1, squeeze=False)[:, 0]
         else:
-            axes = np.atleast_1d(axes)
+            axes = np.atleast_1d(axes).ravel()
             fig = axes[0].figure
         if len(axes) != len(params):
             raise BayesLMMError(f"plot needs {len(params)} axes, one per parameter; got {len(axes)}.")
@@ -120,11 +122,18 @@ class Comparison:
             ax.set_yticks(range(len(self.names)), self.names)
             ax.set_ylim(-0.7, len(self.names) - 0.3)
             ax.set_title(p, fontsize=9, loc="left")
-        fig.tight_layout()
+        pct = f"{100 * self.level:g}%"
+        handles = [
+            Line2D([], [], color=f"C{i}", marker="o", lw=2, label=f"{name}: estimate, {pct} {kind} interval")
+            for i, (name, kind) in enumerate(zip(self.names, self.intervals))
+        ]
+        fig.suptitle(f"Estimates with {pct} intervals (a dot alone: no interval defined)", fontsize=10)
+        fig.legend(handles=handles, loc="lower center", ncols=1, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.03 + 0.035 * len(self.names), 1, 1))
         return fig
 
 
-def compare(*fits: Any, names: list[str] | None = None, prob: float = 0.95) -> Comparison:
+def compare(*fits: MixedFit, names: list[str] | None = None, level: float = 0.95) -> Comparison:
     """Compare fits of the same formula side by side.
 
     Parameters
@@ -132,47 +141,52 @@ def compare(*fits: Any, names: list[str] | None = None, prob: float = 0.95) -> C
     *fits
         Two or more fits (``BayesFit`` and/or ``REMLFit``) of the same formula and data.
     names
-        Column labels; default ``"NUTS"``, ``"REML"``, ``"ML"`` (numbered if repeated).
-    prob
-        Interval probability.
+        Column labels; default the fits' methods ``"NUTS"``, ``"REML"``, ``"ML"`` (numbered if repeated).
+    level
+        Interval level.
 
     Returns
     -------
     Comparison
         ``.table``: one row per parameter (every fixed effect, sd, correlation
-        and sigma); per fit the estimate and its uncertainty (SE, or posterior
-        sd and interval). When a REML fit sits beside Bayesian fits, a column
-        ``REML in <name> CI`` says whether the REML estimate lies inside each
-        credible interval.
+        and sigma); per fit the estimate, its uncertainty (posterior sd, or
+        standard error where the method defines one) and interval (credible,
+        or Wald). When a REML fit sits beside fits with credible intervals, a
+        column ``REML in <name> CI`` says whether the REML estimate lies
+        inside each credible interval.
     """
     if len(fits) < 2:
         raise BayesLMMError("compare needs at least two fits.")
+    bad = [type(f).__name__ for f in fits if not isinstance(f, MixedFit)]
+    if bad:
+        raise BayesLMMError(f"compare needs bayeslmm fits (from lmer); got {bad}.")
     forms = {_normalise(f.formula) for f in fits}
     if len(forms) != 1:
         raise BayesLMMError(f"compare needs fits of the same formula; got {[f.formula for f in fits]}.")
     if names is None:
-        base = [("NUTS" if _is_bayes(f) else f.method) for f in fits]
+        base = [f.method for f in fits]
         names = [b if base.count(b) == 1 else f"{b}{base[:i + 1].count(b)}" for i, b in enumerate(base)]
     if len(names) != len(fits) or len(set(names)) != len(names):
         raise BayesLMMError(f"names must be {len(fits)} distinct labels, got {names!r}.")
-    lo, hi = interval_names(prob)
+    lo, hi = interval_names(level)
     parts, longs = [], []
     for name, fit in zip(names, fits):
-        r = _rows(fit, prob)
+        r = _rows(fit, level)
         longs.append(r.reset_index().assign(fit=name))
-        if _is_bayes(fit):
-            cols = r[["Estimate", "Uncertainty", "lower", "upper"]].set_axis(["Estimate", "Est.Error", lo, hi], axis=1)
-        else:
-            cols = r[["Estimate", "Uncertainty"]].set_axis(["Estimate", "Std. Error"], axis=1)
+        err = "Std. Error" if fit.params.is_point else "Est.Error"
+        cols = r[["Estimate", "Uncertainty", "lower", "upper"]].set_axis(["Estimate", err, lo, hi], axis=1)
         parts.append(pd.concat({name: cols}, axis=1))
-    table = pd.concat(parts, axis=1)
-    table.insert(0, "kind", longs[0].set_index("parameter")["kind"].reindex(table.index))
-    reml = [(n, f) for n, f in zip(names, fits) if not _is_bayes(f) and getattr(f, "method", "") == "REML"]
+    reml = [n for n, f in zip(names, fits) if f.method == "REML"]
     if reml:
-        rname = reml[0][0]
+        est = parts[names.index(reml[0])][(reml[0], "Estimate")]
         for name, fit in zip(names, fits):
-            if _is_bayes(fit):
-                est = table[(rname, "Estimate")]
-                inside = (est >= table[(name, lo)]) & (est <= table[(name, hi)])
-                table[(f"REML in {name} CI", "")] = inside
-    return Comparison(table=table, names=names, prob=prob, long=pd.concat(longs, ignore_index=True))
+            if not fit.params.is_point:
+                p = parts[names.index(name)]
+                inside = (est >= p[(name, lo)]) & (est <= p[(name, hi)])
+                parts.append(pd.DataFrame({(f"REML in {name} CI", ""): inside}))
+    table = pd.concat(parts, axis=1)
+    table.insert(0, ("kind", ""), longs[0].set_index("parameter")["kind"].reindex(table.index))
+    return Comparison(
+        table=table, names=names, level=level, long=pd.concat(longs, ignore_index=True),
+        intervals=[f.interval_kind for f in fits],
+    )

@@ -1,12 +1,15 @@
 """Model checking and comparison: log-likelihood, posterior predictive, LOO, WAIC, R², ICC.
 
-The pointwise log-likelihood of the Gaussian model is computed in NumPy from
-the posterior (normal log-density of ``y`` given the per-draw linear predictor
-and σ) and stored in the fit's ``DataTree`` as the ``log_likelihood`` group
+The pointwise log-likelihood is computed in NumPy from the fit's parameter
+draws (the family's log-density of ``y`` given the per-draw linear predictor
+and σ; normal for a linear mixed model) and stored in the fit's ``DataTree`` as the ``log_likelihood`` group
 when the fit is made (:func:`add_log_likelihood`), so ``fit.loo()`` and
 ``arviz.loo(fit.idata)`` need no extra flag. For very large fits
-(n × draws > :data:`MAX_STORED_VALUES`) it is not stored; :func:`loo` and
-:func:`waic` then compute it on the fly each time they are called.
+(n × draws > :data:`MAX_STORED_VALUES`) it is not stored; :func:`psis_loo`
+and :func:`waic` then compute it on the fly each time they are called.
+
+The functions take the pieces of a fit (its ``DataTree``, design and
+:class:`~bayeslmm.paramdraws.ParamDraws`); the fit objects call them.
 """
 
 from __future__ import annotations
@@ -21,25 +24,25 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
-from . import naming, tables
+from . import naming
 from .design import Design
 from .errors import BayesLMMError
-from .predict import ParamDraws, Rows, draw_chunks, fit_params, posterior_params
+from .paramdraws import ParamDraws, Rows, draw_chunks
 
 __all__ = [
     "MAX_STORED_VALUES",
     "pointwise_log_likelihood",
     "add_log_likelihood",
+    "log_likelihood_draws",
+    "with_log_likelihood",
     "predictive_draws",
-    "posterior_predictive",
-    "loo",
+    "add_posterior_predictive",
+    "psis_loo",
     "WAIC",
     "waic",
     "compare_models",
     "r2_draws",
-    "r2",
     "icc_draws",
-    "icc",
 ]
 
 #: Largest n × total draws for which the log-likelihood is stored at fit time.
@@ -51,14 +54,14 @@ _HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
 # Log-likelihood
 # ---------------------------------------------------------------------------
 def pointwise_log_likelihood(design: Design, params: ParamDraws) -> np.ndarray:
-    """Normal log-density of every observation under every draw, ``(S, n)``.
+    """Log-density of every observation under every draw, ``(S, n)``.
 
-    ``log N(y_i | μ_si, σ_s)`` with μ gathered per draw, in blocks of draws.
+    ``log p(y_i | μ_si, σ_s)`` of the family (normal for a linear mixed model),
+    with μ gathered per draw, in blocks of draws.
     """
     out = np.empty((params.n_draws, design.nobs))
     for sel, mu in draw_chunks(Rows.from_design(design), params):
-        sigma = params.sigma[sel, None]
-        out[sel] = -_HALF_LOG_2PI - np.log(sigma) - 0.5 * ((design.y - mu) / sigma) ** 2
+        out[sel] = params.family.log_density(design.y, params.family.linkinv(mu), params.sigma[sel, None])
     return out
 
 
@@ -76,108 +79,94 @@ def _obs_array(params: ParamDraws, values: np.ndarray, idata: Any) -> xr.DataArr
     )
 
 
-def _log_likelihood_tree(design: Design, idata: Any) -> xr.DataTree:
-    params = posterior_params(design, idata)
+def _log_likelihood_tree(idata: Any, design: Design, params: ParamDraws) -> xr.DataTree:
     da = _obs_array(params, pointwise_log_likelihood(design, params), idata)
     return xr.DataTree(xr.Dataset({naming.LIKELIHOOD: da}))
 
 
-def add_log_likelihood(design: Design, idata: Any) -> bool:
+def add_log_likelihood(idata: Any, design: Design, params: ParamDraws) -> bool:
     """Store the pointwise log-likelihood as ``idata["log_likelihood"]`` (variable ``y``).
 
     Parameters
     ----------
-    design
-        The training design.
     idata
         The posterior ``DataTree``; modified in place.
+    design
+        The training design.
+    params
+        The same posterior as arrays (``fit.params``).
 
     Returns
     -------
     bool
         Whether it was stored (``False`` when n × draws > :data:`MAX_STORED_VALUES`).
     """
-    post = idata.posterior
-    if design.nobs * post.sizes["chain"] * post.sizes["draw"] > MAX_STORED_VALUES:
+    if design.nobs * params.n_draws > MAX_STORED_VALUES:
         return False
-    idata["log_likelihood"] = _log_likelihood_tree(design, idata)
+    idata["log_likelihood"] = _log_likelihood_tree(idata, design, params)
     return True
 
 
-def _tree_with_log_likelihood(fit: Any) -> Any:
-    """``fit.idata`` if it holds the log-likelihood, else a shallow copy with it computed."""
-    idata = fit.idata
+def with_log_likelihood(idata: Any, design: Design, params: ParamDraws) -> Any:
+    """``idata`` if it holds the log-likelihood, else a shallow copy with it computed."""
     if "log_likelihood" in idata.children:
         return idata
     tree = idata.copy()
-    tree["log_likelihood"] = _log_likelihood_tree(fit.design, idata)
+    tree["log_likelihood"] = _log_likelihood_tree(idata, design, params)
     return tree
 
 
-def _require_posterior(fit: Any, what: str) -> None:
-    if getattr(fit, "idata", None) is None or "posterior" not in fit.idata.children:
-        raise BayesLMMError(f"{what} needs a Bayesian fit with posterior draws (method='NUTS'); got {type(fit).__name__}.")
+def log_likelihood_draws(idata: Any, design: Design, params: ParamDraws) -> np.ndarray:
+    """The pointwise log-likelihood ``(S, n)``: the stored group, or computed when it was not stored."""
+    if "log_likelihood" in idata.children:
+        ll = np.asarray(idata["log_likelihood"][naming.LIKELIHOOD].values, dtype=float)
+        return ll.reshape(-1, ll.shape[-1])
+    return pointwise_log_likelihood(design, params)
 
 
 # ---------------------------------------------------------------------------
 # Posterior predictive
 # ---------------------------------------------------------------------------
 def predictive_draws(design: Design, params: ParamDraws, rng: np.random.Generator) -> np.ndarray:
-    """Replicated responses ``y_rep = μ + N(0, σ)`` for the training rows, ``(S, n)``."""
+    """Replicated responses ``y_rep`` (``μ`` plus the family's noise) for the training rows, ``(S, n)``."""
     out = np.empty((params.n_draws, design.nobs))
     for sel, mu in draw_chunks(Rows.from_design(design), params):
-        out[sel] = mu + params.sigma[sel, None] * rng.standard_normal(mu.shape)
+        out[sel] = params.family.draw(params.family.linkinv(mu), params.sigma[sel, None], rng)
     return out
 
 
-def posterior_predictive(fit: Any, random_seed: int | None = None) -> Any:
-    """Draw ``y_rep`` for the training data into ``fit.idata.posterior_predictive``.
+def add_posterior_predictive(idata: Any, design: Design, params: ParamDraws, random_seed: int | None = None) -> Any:
+    """Draw ``y_rep`` for the training data into ``idata.posterior_predictive`` and return ``idata``.
 
     The variable is ``y`` (:data:`bayeslmm.naming.LIKELIHOOD`) with dims
     ``(chain, draw, obs)``, matching ``observed_data``, so
-    ``arviz.plot_ppc_dist(fit.idata)`` works. A previous
-    ``posterior_predictive`` group is replaced.
-
-    Parameters
-    ----------
-    fit
-        A Bayesian fit.
-    random_seed
-        Seed of the noise draws.
-
-    Returns
-    -------
-    xarray.DataTree
-        ``fit.idata``, now with the ``posterior_predictive`` group.
+    ``arviz.plot_ppc_dist(idata)`` works. A previous ``posterior_predictive``
+    group is replaced.
     """
-    _require_posterior(fit, "posterior_predictive()")
-    params = fit_params(fit)
-    y_rep = predictive_draws(fit.design, params, np.random.default_rng(random_seed))
-    da = _obs_array(params, y_rep, fit.idata)
-    fit.idata["posterior_predictive"] = xr.DataTree(xr.Dataset({naming.LIKELIHOOD: da}))
-    return fit.idata
+    y_rep = predictive_draws(design, params, np.random.default_rng(random_seed))
+    idata["posterior_predictive"] = xr.DataTree(xr.Dataset({naming.LIKELIHOOD: _obs_array(params, y_rep, idata)}))
+    return idata
 
 
 # ---------------------------------------------------------------------------
 # LOO, WAIC, comparison
 # ---------------------------------------------------------------------------
-def loo(fit: Any, pointwise: bool = True) -> Any:
-    """PSIS-LOO cross-validation through :func:`arviz.loo`.
+def psis_loo(idata: Any, design: Design, params: ParamDraws, pointwise: bool = True) -> Any:
+    """PSIS-LOO cross-validation through :func:`arviz.loo`, without ArviZ's Pareto-k warning.
 
-    Parameters
-    ----------
-    fit
-        A Bayesian fit.
-    pointwise
-        Keep the per-observation ``elpd_i`` and Pareto k values.
+    The caller reports high Pareto k values (``BayesFit.loo`` refits them or
+    warns once, naming the observations).
 
     Returns
     -------
     arviz.ELPDDataLOO
-        ``elpd``, ``se``, ``p`` (p_loo), ``elpd_i`` (one per row), ``pareto_k``.
+        ``elpd``, ``se``, ``p`` (p_loo), ``elpd_i`` (one per row), ``pareto_k``, ``good_k``.
     """
-    _require_posterior(fit, "loo()")
-    return az.loo(_tree_with_log_likelihood(fit), pointwise=pointwise, var_name=naming.LIKELIHOOD)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        return az.loo(with_log_likelihood(idata, design, params), pointwise=pointwise, var_name=naming.LIKELIHOOD)
 
 
 @dataclass(frozen=True)
@@ -236,26 +225,26 @@ def waic_from_log_likelihood(log_lik: np.ndarray) -> WAIC:
     return WAIC(elpd, se, float(p_i.sum()), -2.0 * elpd, elpd_i, p_i, bool((p_i > 0.4).any()))
 
 
-def waic(fit: Any) -> WAIC:
-    """WAIC of a Bayesian fit.
+def waic(idata: Any, design: Design, params: ParamDraws) -> WAIC:
+    """WAIC of a posterior.
 
     ArviZ 1.3 dropped ``az.waic`` (it recommends PSIS-LOO), so WAIC is computed
     here with the standard formulas of Vehtari, Gelman & Gabry (2017),
-    see :func:`waic_from_log_likelihood`. Prefer :func:`loo` for model choice.
+    see :func:`waic_from_log_likelihood`. Prefer LOO for model choice.
     """
-    _require_posterior(fit, "waic()")
-    tree = _tree_with_log_likelihood(fit)
-    ll = np.asarray(tree["log_likelihood"][naming.LIKELIHOOD].values, dtype=float)
-    return waic_from_log_likelihood(ll.reshape(-1, ll.shape[-1]))
+    return waic_from_log_likelihood(log_likelihood_draws(idata, design, params))
 
 
 def compare_models(fits: Mapping[str, Any], method: str = "stacking") -> pd.DataFrame:
     """Compare Bayesian fits of the same data by PSIS-LOO ELPD (:func:`arviz.compare`).
 
+    Each fit's ``loo()`` is used, so observations with a high Pareto k are
+    refitted exactly as ``fit.loo()`` does (see :meth:`bayeslmm.results.BayesFit.loo`).
+
     Parameters
     ----------
     fits
-        ``{name: fit}`` with at least two fits of the same response on the same rows.
+        ``{name: fit}`` with at least two Bayesian fits of the same response on the same rows.
     method
         Weighting method passed to :func:`arviz.compare` (``"stacking"``,
         ``"BB-pseudo-BMA"``, ``"pseudo-BMA"``).
@@ -269,8 +258,8 @@ def compare_models(fits: Mapping[str, Any], method: str = "stacking") -> pd.Data
     Raises
     ------
     BayesLMMError
-        If fewer than two fits are given, one is not Bayesian, or they were
-        fit to different data.
+        If fewer than two fits are given, one is not a posterior fit, or they
+        were fit to different data.
     """
     if not isinstance(fits, Mapping) or len(fits) < 2:
         raise BayesLMMError("compare_models needs a dict of at least two fits, e.g. {'m1': fit1, 'm2': fit2}.")
@@ -278,14 +267,18 @@ def compare_models(fits: Mapping[str, Any], method: str = "stacking") -> pd.Data
     first = fits[names[0]].design
     for name in names:
         fit = fits[name]
-        _require_posterior(fit, f"compare_models (model {name!r})")
         d = fit.design
         if d.nobs != first.nobs or not np.array_equal(d.y, first.y):
             raise BayesLMMError(
                 f"Model {name!r} was fit to different data than {names[0]!r} ({d.nobs} vs {first.nobs} rows "
                 "or a different response); LOO comparisons need the same observations."
             )
-    return az.compare({name: loo(fits[name]) for name in names}, method=method, round_to="none")
+        if fit.params.is_point:
+            raise BayesLMMError(
+                f"compare_models (model {name!r}) needs a Bayesian fit with posterior draws (method='NUTS'); "
+                f"got a {fit.method} fit. Compare likelihood fits with their AIC()/BIC()."
+            )
+    return az.compare({name: fits[name].loo() for name in names}, method=method, round_to="none")
 
 
 # ---------------------------------------------------------------------------
@@ -316,32 +309,6 @@ def r2_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
     return {"marginal": v_f / total, "conditional": v_mu / total}
 
 
-def _summary(values: dict[str, np.ndarray], prob: float, index_name: str, summary: bool = True) -> pd.DataFrame:
-    """Named draws as a table: one summary row per name, or (``summary=False``) the draws themselves."""
-    if not summary:
-        return pd.DataFrame(values)
-    flat = np.column_stack(list(values.values()))
-    df = tables.summarise_draws(flat[None], list(values), prob, diagnostics=False)
-    df.index.name = index_name
-    return df
-
-
-def r2(fit: Any, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
-    """Bayesian R², marginal and conditional (see :func:`r2_draws`).
-
-    Parameters
-    ----------
-    fit
-        A fit.
-    prob
-        Interval probability.
-    summary
-        ``True``: rows ``marginal``, ``conditional`` with ``Estimate``,
-        ``Est.Error`` and the interval. ``False``: the draws, one row per draw.
-    """
-    return _summary(r2_draws(fit.design, fit_params(fit)), prob, "R2", summary)
-
-
 def icc_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
     """Per-draw intraclass correlation (variance partition coefficient) per grouping factor.
 
@@ -361,7 +328,7 @@ def icc_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
     for k, b in enumerate(design.blocks):
         if "(Intercept)" in b.terms:
             j = b.terms.index("(Intercept)")
-            tau2[b.factor] = tau2.get(b.factor, 0.0) + params.cov[k][:, j, j]
+            tau2[b.factor] = tau2.get(b.factor, 0.0) + params.sd[k][:, j] ** 2
     if not tau2:
         raise BayesLMMError(
             f"The ICC needs a random intercept, and no grouping factor in {design.parsed.text!r} has one; "
@@ -371,17 +338,3 @@ def icc_draws(design: Design, params: ParamDraws) -> dict[str, np.ndarray]:
     return {factor: t / total for factor, t in tau2.items()}
 
 
-def icc(fit: Any, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
-    """Intraclass correlation per grouping factor (see :func:`icc_draws`).
-
-    Parameters
-    ----------
-    fit
-        A fit.
-    prob
-        Interval probability.
-    summary
-        ``True``: one row per factor with ``Estimate``, ``Est.Error`` and the
-        interval. ``False``: the draws, one column per factor.
-    """
-    return _summary(icc_draws(fit.design, fit_params(fit)), prob, "factor", summary)

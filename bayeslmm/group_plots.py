@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from . import tables
 from .design import BlockDesign
 from .errors import BayesLMMError, DataError
+from .paramdraws import coef_draws, interval_names
 
 __all__ = ["caterpillar", "trajectories", "shrinkage"]
 
@@ -33,7 +35,9 @@ def facet_grid(
     """
     ncols = ncols or min(n, 6)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kw)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, layout="constrained", **kw
+    )
     flat = list(axes.flat)
     for i in range(n, len(flat)):
         fig.delaxes(flat[i])
@@ -73,7 +77,7 @@ def x_values(fit: Any, x: str) -> np.ndarray:
 # Group effects
 # ---------------------------------------------------------------------------
 def caterpillar(
-    fit: Any, factor: str | None = None, terms: Sequence[str] | None = None, prob: float = 0.95, sort: str = "each"
+    fit: Any, factor: str | None = None, terms: Sequence[str] | None = None, level: float = 0.95, sort: str = "each"
 ) -> Figure:
     """Caterpillar plot of the group effects with posterior intervals, as lme4's ``dotplot(ranef(fm))``.
 
@@ -85,8 +89,8 @@ def caterpillar(
         Grouping factor to show; all factors when None.
     terms
         Terms to show (``"(Intercept)"``, ``"Days"``); all when None.
-    prob
-        Probability of the equal-tailed interval drawn around each posterior mean.
+    level
+        Level of the interval drawn around each estimate (posterior: equal-tailed; REML: Wald from the conditional sd).
     sort
         ``"each"`` sorts every panel by its own estimates, ``"first"`` orders every
         panel of a factor by its first term (lme4's dotplot), ``"none"`` keeps level order.
@@ -98,8 +102,8 @@ def caterpillar(
     """
     if sort not in ("each", "first", "none"):
         raise BayesLMMError(f"sort must be 'each', 'first' or 'none', got {sort!r}.")
-    tab = fit.ranef(prob=prob, long=True)
-    lo, hi = tables.interval_names(prob)
+    tab = fit.ranef(level=level, long=True)
+    lo, hi = interval_names(level)
     factors = [factor_block(fit, factor).factor] if factor is not None else list(dict.fromkeys(tab["grpvar"]))
     panels = [
         (f, t)
@@ -126,8 +130,7 @@ def caterpillar(
         a.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
         a.set_yticks(pos, [str(g) for g in sub["grp"]], fontsize=7)
         a.set_title(f"{f}: {t}", fontsize=10)
-    fig.supxlabel(f"group effect (posterior mean, {100 * prob:g}% interval)")
-    fig.tight_layout()
+    fig.supxlabel(f"group effect (estimate and {100 * level:g}% {fit.interval_kind} interval)")
     return fig
 
 
@@ -180,7 +183,6 @@ def shrinkage(fit: Any, factor: str | None = None, x: str = "auto") -> Figure:
         a.set_title(term)
         a.set_ylabel("estimate")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -194,23 +196,9 @@ def _pooling_frame(fit: Any, factor: str) -> dict[str, pd.DataFrame]:
 # Trajectories
 # ---------------------------------------------------------------------------
 def _coef_draws(fit: Any, factor: str, terms: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per term, draws of fixed + group effect, shape ``(samples, levels)``."""
-    design = fit.design
-    beta = tables.fixed_draws(design, fit.idata)
-    S = beta.shape[0] * beta.shape[1]
-    beta = beta.reshape(S, -1)
-    nlev = factor_block(fit, factor).n_levels
-    out = {t: np.zeros((S, nlev)) for t in terms}
-    for j, t in enumerate(design.fixed_names):
-        if t in out:
-            out[t] += beta[:, j][:, None]
-    for b in design.blocks:
-        if b.factor == factor:
-            r = tables.ranef_draws(b, fit.idata).reshape(S, b.n_levels, b.q)
-            for k, t in enumerate(b.terms):
-                if t in out:
-                    out[t] += r[:, :, k]
-    return out
+    """Per term, draws of fixed + group effect, shape ``(samples, levels)`` (a term not in the model: 0)."""
+    names, total = coef_draws(fit.design, fit.params, factor)
+    return {t: total[:, :, names.index(t)] if t in names else np.zeros(total.shape[:2]) for t in terms}
 
 
 def trajectories(
@@ -218,14 +206,14 @@ def trajectories(
     x: str,
     group: str | None = None,
     population: bool = True,
-    prob: float | None = None,
+    level: float | None = None,
     ncols: int | None = None,
 ) -> Figure:
     """Small multiples of the response against ``x`` per group, with each group's fitted line.
 
     When the fixed part is a straight line in ``x`` (``y ~ x`` or ``y ~ 1``),
     each group's line is its ``coef()`` intercept + slope * x over the panel's
-    range, and ``prob`` adds its posterior band. Otherwise the line joins the
+    range, and ``level`` adds its posterior band. Otherwise the line joins the
     group's posterior-mean fitted values in order of ``x``.
 
     Parameters
@@ -238,8 +226,8 @@ def trajectories(
         Grouping factor; the first when None.
     population
         Also draw the population line (fixed effects only, ``re.form=NA``), dashed.
-    prob
-        Probability of a posterior band around each group's line (straight-line models only).
+    level
+        Level of a posterior band around each group's line (straight-line models only).
     ncols
         Columns of the grid.
 
@@ -253,7 +241,7 @@ def trajectories(
     factor, groups, levels = row_groups(fit, group)
     straight = set(design.fixed_names) <= {"(Intercept)", x}
     fig, axes = facet_grid(len(levels), ncols, sharex=True, sharey=True)
-    beta_mean = tables.fixed_draws(design, fit.idata).reshape(-1, len(design.fixed_names)).mean(axis=0)
+    beta_mean = fit.params.beta.mean(axis=0)
     if straight:
         grid = np.linspace(xv.min(), xv.max(), 50)
         coefs = _coef_draws(fit, factor, ["(Intercept)", x])
@@ -268,8 +256,8 @@ def trajectories(
         if straight:
             curves = coefs["(Intercept)"][:, i, None] + coefs[x][:, i, None] * grid
             a.plot(grid, curves.mean(axis=0), color="C1")
-            if prob is not None:
-                lo, hi = np.quantile(curves, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+            if level is not None:
+                lo, hi = np.quantile(curves, [(1 - level) / 2, (1 + level) / 2], axis=0)
                 a.fill_between(grid, lo, hi, color="C1", alpha=0.25, linewidth=0)
             if population:
                 a.plot(grid, pop_line, color="grey", linestyle="--", linewidth=1)
@@ -281,4 +269,13 @@ def trajectories(
         a.set_title(f"{factor} {lev}", fontsize=9)
     fig.supxlabel(x)
     fig.supylabel(design.response_name)
+    handles = [
+        Line2D([], [], color="C0", marker="o", linestyle="none", markersize=4, label="observed"),
+        Line2D([], [], color="C1", label=f"{factor}'s fitted line" + (" (coef)" if straight else "")),
+    ]
+    if straight and level is not None:
+        handles.append(Patch(color="C1", alpha=0.25, label=f"{100 * level:g}% {fit.interval_kind} band"))
+    if population:
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="population line (fixed effects)"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
     return fig

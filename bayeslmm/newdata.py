@@ -23,13 +23,15 @@ __all__ = ["NewDesign", "encode_new_data"]
 class NewDesign:
     """A new data set encoded like the training data.
 
-    ``group_idx[k]`` is ``-1`` for rows whose level was not seen in training.
+    ``group_idx[k]`` is ``-1`` for rows whose level was not seen in training;
+    ``new_code[k]`` then gives the row's position in ``new_levels[k]`` (else ``-1``).
     """
 
     X: np.ndarray
     group_idx: tuple[np.ndarray, ...]
     Z: tuple[np.ndarray, ...]
     new_levels: tuple[tuple[str, ...], ...]
+    new_code: tuple[np.ndarray, ...] = ()
 
 
 def encode_new_data(design: Design, newdata: pd.DataFrame, blocks: bool = True) -> NewDesign:
@@ -99,7 +101,7 @@ def encode_new_data(design: Design, newdata: pd.DataFrame, blocks: bool = True) 
         Xn = Xn[:, enc.kept_columns]
     else:
         Xn = np.zeros((n, 0))
-    idxs, Zs, news = [], [], []
+    idxs, Zs, news, codes = [], [], [], []
     if blocks:
         for b, benc, lmap in zip(design.blocks, enc.blocks, enc.level_maps):
             labels = _factor_labels(nd, b.factor_vars)
@@ -111,4 +113,6 @@ def encode_new_data(design: Design, newdata: pd.DataFrame, blocks: bool = True) 
             idxs.append(idx)
             Zs.append(Zn)
             news.append(tuple(sorted({lab for lab, i in zip(labels, idx) if i < 0})))
-    return NewDesign(X=Xn, group_idx=tuple(idxs), Z=tuple(Zs), new_levels=tuple(news))
+            pos = {lab: j for j, lab in enumerate(news[-1])}
+            codes.append(np.fromiter((pos.get(lab, -1) if i < 0 else -1 for lab, i in zip(labels, idx)), np.int64, n))
+    return NewDesign(X=Xn, group_idx=tuple(idxs), Z=tuple(Zs), new_levels=tuple(news), new_code=tuple(codes))

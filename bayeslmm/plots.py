@@ -7,7 +7,10 @@ ArviZ's own: these functions only choose sensible variables and return the
 matplotlib figure of ArviZ's ``PlotCollection``.
 
 Single-panel plots take ``ax=`` and return the Axes; multi-panel plots
-return the Figure. Every function takes the fit as its first argument, so
+make their own figure (constrained layout, sized from the number of panels)
+and return it -- resize with ``fig.set_size_inches`` before saving.
+``bayeslmm.compare(...).plot()`` takes ``fig=`` or ``axes=``.
+Every figure is laid out to be saved with ``savefig``'s defaults. Every function takes the fit as its first argument, so
 ``bayeslmm.plots.caterpillar(fit)`` and ``fit.plot.caterpillar()`` are the same.
 The group-level plots live in :mod:`bayeslmm.group_plots` and are re-exported here.
 """
@@ -46,8 +49,20 @@ _POINT = dict(marker="o", linestyle="none", markersize=4)
 
 
 def _figure_of(pc: Any) -> Figure:
-    """The matplotlib figure of an ArviZ ``PlotCollection``."""
-    return pc.viz["figure"].item()
+    """The matplotlib figure of an ArviZ ``PlotCollection``, laid out so titles and tick labels do not overlap."""
+    fig = pc.viz["figure"].item()
+    fig.set_layout_engine("constrained")
+    return fig
+
+
+def _dimension_labels(fit: Any) -> dict[str, str]:
+    """Readable headers for the dimension names ArviZ prints (from :mod:`bayeslmm.naming`)."""
+    out = {"variable": "parameter", naming.FIXED_DIM: "term"}
+    for b in fit.design.blocks:
+        out[naming.term_dim(b.label)] = f"{b.label} term"
+        out[naming.level_dim(b.label)] = b.factor
+        out[naming.term_pair_dim(b.label)] = f"{b.label} terms"
+    return out
 
 
 def _scatter_by(
@@ -73,7 +88,7 @@ def _scatter_by(
         fig.supxlabel(labels[0])
         fig.supylabel(labels[1])
         return fig
-    ax = ax if ax is not None else plt.subplots(figsize=(5, 4))[1]
+    ax = ax if ax is not None else plt.subplots(figsize=(5, 4), layout="constrained")[1]
     if by is None:
         ax.scatter(xv, yv, s=12)
     else:
@@ -195,7 +210,6 @@ def qq(fit: Any, which: str = "all", ncols: int | None = None) -> Figure:
         a.set_title(title, fontsize=10)
         a.set_xlabel("normal quantiles")
         a.set_ylabel("sample quantiles")
-    fig.tight_layout()
     return fig
 
 
@@ -289,7 +303,7 @@ def rank(fit: Any, var_names: Sequence[str] | None = None, **kwargs: Any) -> Fig
     return _figure_of(az.plot_rank(dt, var_names=names, backend="matplotlib", **kwargs))
 
 
-def forest(fit: Any, var_names: Sequence[str] | None = None, prob: float = 0.95, **kwargs: Any) -> Figure:
+def forest(fit: Any, var_names: Sequence[str] | None = None, level: float = 0.95, **kwargs: Any) -> Figure:
     """Forest plot of posterior intervals by :func:`arviz.plot_forest` (chains combined, equal-tailed).
 
     Parameters
@@ -299,9 +313,10 @@ def forest(fit: Any, var_names: Sequence[str] | None = None, prob: float = 0.95,
     var_names
         Posterior variables; by default ``beta``, ``sigma`` and every ``sd_``.
         Use ``["r_Subject"]`` for the group effects.
-    prob
-        Probability of the outer interval (the inner one is 50%); the point is the posterior mean,
+    level
+        Level of the outer interval (the inner one is 50%); the point is the posterior mean,
         so the intervals and points match :meth:`BayesFit.fixef` and :meth:`BayesFit.ranef`.
+        A dashed line marks zero.
     **kwargs
         Passed to :func:`arviz.plot_forest`.
 
@@ -312,9 +327,20 @@ def forest(fit: Any, var_names: Sequence[str] | None = None, prob: float = 0.95,
     import arviz as az
 
     names = list(var_names) if var_names is not None else _parameters(fit, correlations=False)
-    opts = dict(combined=True, ci_kind="eti", ci_probs=(0.5, prob), point_estimate="mean", backend="matplotlib")
+    opts = dict(combined=True, ci_kind="eti", ci_probs=(0.5, level), point_estimate="mean", backend="matplotlib")
     opts.update(kwargs)
-    return _figure_of(az.plot_forest(fit.idata, var_names=names, **opts))
+    pc = az.plot_forest(fit.idata, var_names=names, **opts)
+    fig = _figure_of(pc)
+    headers = _dimension_labels(fit)
+    forest_axes = {line.axes for var in pc.viz["twig"].data_vars for line in np.ravel(pc.viz["twig"][var].values)}
+    for ax in fig.axes:
+        if ax in forest_axes:
+            ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--", zorder=0)
+            ax.set_xlabel(f"posterior mean, 50% and {100 * level:g}% intervals")
+        else:
+            ticks = ax.get_xticks()
+            ax.set_xticks(ticks, [headers.get(t.get_text(), t.get_text()) for t in ax.get_xticklabels()])
+    return fig
 
 
 def ppc(fit: Any, num_samples: int = 50, random_seed: int | None = None, **kwargs: Any) -> Figure:
@@ -339,10 +365,24 @@ def ppc(fit: Any, num_samples: int = 50, random_seed: int | None = None, **kwarg
     Figure
     """
     import arviz as az
+    from matplotlib.lines import Line2D
 
     if "posterior_predictive" not in fit.idata.children:
         fit.posterior_predictive(random_seed=random_seed)
-    return _figure_of(az.plot_ppc_dist(fit.idata, num_samples=num_samples, backend="matplotlib", **kwargs))
+    fig = _figure_of(az.plot_ppc_dist(fit.idata, num_samples=num_samples, backend="matplotlib", **kwargs))
+    for ax in fig.axes:
+        ax.set_title(f"Posterior predictive check: {fit.design.response_name}")
+        ax.set_xlabel(fit.design.response_name)
+        ax.set_ylabel("density")
+        ax.legend(
+            handles=[
+                Line2D([], [], color="black", label="observed data"),
+                Line2D([], [], color="C0", alpha=0.5, label=f"{num_samples} replicated data sets"),
+            ],
+            fontsize=8,
+            frameon=False,
+        )
+    return fig
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,6 @@ The per-group fits are vectorised (:func:`bayeslmm.groupwise.group_least_squares
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,9 +24,9 @@ import pandas as pd
 from .design import BlockDesign, Design
 from .errors import BayesLMMError
 from .groupwise import group_least_squares
-from .predict import ParamDraws, fit_params
+from .paramdraws import ParamDraws
 
-__all__ = ["no_pooling_fits", "pooling_table", "pooling"]
+__all__ = ["no_pooling_fits", "pooling_table"]
 
 
 def _factor_blocks(design: Design, factor: str | None) -> list[BlockDesign]:
@@ -137,8 +136,3 @@ def pooling_table(design: Design, params: ParamDraws, factor: str | None = None)
     )
     out.attrs["note"] = note
     return out
-
-
-def pooling(fit: Any, factor: str | None = None) -> pd.DataFrame:
-    """Complete, no and partial pooling per level of a grouping factor; see :func:`pooling_table`."""
-    return pooling_table(fit.design, fit_params(fit), factor)

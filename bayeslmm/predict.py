@@ -1,277 +1,34 @@
-"""Predictions from a fitted model, and the array core shared by the after-fit functions.
+"""Predictions from a fitted model: ``predict(fm, newdata, re.form)`` with intervals.
 
-Two layers, as in the rest of the package:
-
-* a NumPy core that works on plain arrays -- :class:`ParamDraws` (β, σ,
-  group effects and block covariances, one row per draw) and :class:`Rows`
-  (X, per-block group index and Z columns) -- and computes the linear
-  predictor per draw by index-gather, never with a dense Z;
-* :func:`predict`, a thin function of a fit.
-
-A REML/ML fit can reuse the core by handing its point estimates over as a
-single "draw" (:meth:`ParamDraws.point`); a fit object that has a
-``param_draws()`` method is asked for its draws through it (see
-:func:`fit_params`).
+A thin layer over the array core (:mod:`bayeslmm.paramdraws`): the rows are
+encoded like the training data (:mod:`bayeslmm.newdata`), the linear
+predictor is computed per draw by index-gather, and every row is summarised
+by :func:`~bayeslmm.paramdraws.summarise`. A posterior gives credible (or,
+with ``kind="response"``, prediction) intervals; a point fit (REML/ML) gives
+the standard error of the fixed-effect part ``sqrt(x' Var(β̂) x)`` and its
+Wald interval: the fixed-effects-only standard error of the GLMM FAQ's
+recipe for lme4 predictions (and of ``jtools::predict_merMod(se.fit = TRUE)``),
+with the conditional modes taken as known.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import naming, tables
-from .design import Design, _factor_labels
-from .newdata import NewDesign, encode_new_data
+from .design import Design
 from .errors import FormulaError, PredictionError
 from .formula import parse_formula
+from .newdata import encode_new_data
+from .paramdraws import CHUNK_VALUES, ParamDraws, Rows, linear_predictor, sample_new_effects
 
-__all__ = [
-    "ParamDraws",
-    "Rows",
-    "posterior_params",
-    "fit_params",
-    "linear_predictor",
-    "resolve_re_form",
-    "sample_new_effects",
-    "draw_chunks",
-    "predict",
-]
+__all__ = ["resolve_re_form", "predict"]
 
-#: Upper bound on the number of floats in one intermediate array (16 MB).
-CHUNK_VALUES = 2_000_000
 _NA_STRINGS = {"~0", "0", "NA", "~NA", "~-1"}
 _KINDS = ("mean", "response")
 _NEW_LEVELS = ("population", "sample", "error")
-
-
-# ---------------------------------------------------------------------------
-# Array containers
-# ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ParamDraws:
-    """Model parameters as arrays with one row per draw.
-
-    Attributes
-    ----------
-    beta
-        Fixed effects, ``(S, p)`` in the order of ``design.fixed_names``.
-    sigma
-        Residual sd, ``(S,)``.
-    ranef
-        Per block, the group effects ``(S, levels, q)``.
-    cov
-        Per block, the covariance matrix of one level's effects ``(S, q, q)``.
-    chains
-        Number of chains the ``S`` draws come from (chain-major order).
-    """
-
-    beta: np.ndarray
-    sigma: np.ndarray
-    ranef: tuple[np.ndarray, ...]
-    cov: tuple[np.ndarray, ...]
-    chains: int = 1
-
-    @property
-    def n_draws(self) -> int:
-        """Total number of draws ``S``."""
-        return int(self.sigma.shape[0])
-
-    def to_chains(self, arr: np.ndarray) -> np.ndarray:
-        """Reshape ``(S, ...)`` to ``(chain, draw, ...)``."""
-        return arr.reshape(self.chains, -1, *arr.shape[1:])
-
-    @classmethod
-    def point(cls, beta: np.ndarray, sigma: float, ranef: Sequence[np.ndarray], cov: Sequence[np.ndarray]) -> ParamDraws:
-        """Point estimates as a single draw.
-
-        β ``(p,)``, σ, per block the modes ``(levels, q)`` and the ``(q, q)`` covariance
-        (a REML fit: ``beta``, ``sigma``, ``ranef``, ``block_cov``).
-        """
-        return cls(
-            beta=np.asarray(beta, dtype=float).reshape(1, -1),
-            sigma=np.asarray([sigma], dtype=float),
-            ranef=tuple(np.asarray(r, dtype=float)[None] for r in ranef),
-            cov=tuple(np.asarray(c, dtype=float)[None] for c in cov),
-        )
-
-
-def posterior_params(design: Design, idata: Any) -> ParamDraws:
-    """Collect the posterior of a fit into a :class:`ParamDraws`.
-
-    Parameters
-    ----------
-    design
-        The training design.
-    idata
-        The posterior ``DataTree`` with the variables named by :mod:`bayeslmm.naming`.
-    """
-    post = idata.posterior
-    chains = int(post.sizes["chain"])
-    beta = tables.fixed_draws(design, idata)
-    S = beta.shape[0] * beta.shape[1]
-    ranef, cov = [], []
-    for b in design.blocks:
-        ranef.append(tables.ranef_draws(b, idata).reshape(S, b.n_levels, b.q))
-        sd = tables.draws(idata, naming.sd(b.label)).reshape(S, b.q)
-        if b.q == 1:
-            cov.append((sd**2)[:, :, None])
-        else:
-            cor = tables.draws(idata, naming.cor(b.label)).reshape(S, b.q, b.q)
-            cov.append(sd[:, :, None] * cor * sd[:, None, :])
-    sigma = tables.draws(idata, naming.SIGMA).reshape(S)
-    return ParamDraws(beta.reshape(S, -1), sigma, tuple(ranef), tuple(cov), chains)
-
-
-def fit_params(fit: Any) -> ParamDraws:
-    """The parameter draws of a fit: ``fit.param_draws()`` if it has one, else its posterior."""
-    getter = getattr(fit, "param_draws", None)
-    if callable(getter):
-        return getter()
-    return posterior_params(fit.design, fit.idata)
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The rows to predict for, as arrays.
-
-    ``group_idx[k]`` is ``-1`` where the level was not seen in training;
-    ``new_code[k]`` then gives the row's position in ``new_levels[k]``.
-    """
-
-    X: np.ndarray
-    group_idx: tuple[np.ndarray, ...]
-    Z: tuple[np.ndarray, ...]
-    new_levels: tuple[tuple[str, ...], ...] = ()
-    new_code: tuple[np.ndarray, ...] = ()
-
-    @property
-    def n(self) -> int:
-        """Number of rows."""
-        return int(self.X.shape[0])
-
-    @classmethod
-    def from_design(cls, design: Design) -> Rows:
-        """The training rows."""
-        n = design.nobs
-        return cls(
-            X=design.X,
-            group_idx=tuple(b.group_idx for b in design.blocks),
-            Z=tuple(b.Z for b in design.blocks),
-            new_levels=tuple(() for _ in design.blocks),
-            new_code=tuple(np.full(n, -1, dtype=np.int64) for _ in design.blocks),
-        )
-
-    @classmethod
-    def from_new(cls, design: Design, nd: NewDesign, newdata: pd.DataFrame) -> Rows:
-        """Encoded new rows; ``newdata`` gives the labels of unseen levels."""
-        codes = []
-        frame = newdata.reset_index(drop=True)
-        for b, idx, levels in zip(design.blocks, nd.group_idx, nd.new_levels):
-            code = np.full(idx.shape[0], -1, dtype=np.int64)
-            unseen = idx < 0
-            if unseen.any():
-                pos = {lab: j for j, lab in enumerate(levels)}
-                labels = _factor_labels(frame.loc[unseen], b.factor_vars)
-                code[unseen] = [pos[lab] for lab in labels]
-            codes.append(code)
-        return cls(nd.X, tuple(nd.group_idx), tuple(nd.Z), tuple(nd.new_levels), tuple(codes))
-
-    def take(self, sel: slice) -> Rows:
-        """A contiguous subset of the rows."""
-        return Rows(
-            self.X[sel],
-            tuple(g[sel] for g in self.group_idx),
-            tuple(z[sel] for z in self.Z),
-            self.new_levels,
-            tuple(c[sel] for c in self.new_code),
-        )
-
-
-# ---------------------------------------------------------------------------
-# NumPy core
-# ---------------------------------------------------------------------------
-def linear_predictor(
-    rows: Rows,
-    params: ParamDraws,
-    include: Sequence[bool] | None = None,
-    new_effects: Sequence[np.ndarray | None] | None = None,
-    draws: slice = slice(None),
-) -> np.ndarray:
-    """Per-draw linear predictor ``X β + Σ_k (Z_k * γ_k[group_idx_k]).sum(1)``.
-
-    Parameters
-    ----------
-    rows
-        The rows.
-    params
-        Parameter draws.
-    include
-        Per block, whether its group effects enter (default: all).
-    new_effects
-        Per block, effects of unseen levels ``(S, len(new_levels), q)``;
-        ``None`` (or a missing entry) gives unseen levels an effect of 0.
-    draws
-        Which draws to use.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(s, n)`` for the ``s`` selected draws.
-    """
-    mu = params.beta[draws] @ rows.X.T
-    for k, (idx, Z) in enumerate(zip(rows.group_idx, rows.Z)):
-        if include is not None and not include[k]:
-            continue
-        seen = idx >= 0
-        g = params.ranef[k][draws][:, np.where(seen, idx, 0), :]
-        if not seen.all():
-            extra = new_effects[k] if new_effects is not None else None
-            if extra is None:
-                g[:, ~seen, :] = 0.0
-            else:
-                g[:, ~seen, :] = extra[draws][:, rows.new_code[k][~seen], :]
-        mu = mu + np.einsum("snq,nq->sn", g, Z)
-    return mu
-
-
-def sample_new_effects(cov: np.ndarray, n_levels: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw group effects of new levels from N(0, T_s), one set per draw.
-
-    Parameters
-    ----------
-    cov
-        Block covariance draws ``(S, q, q)``; may be singular.
-    n_levels
-        Number of new levels.
-    rng
-        Random generator.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(S, n_levels, q)``.
-    """
-    w, V = np.linalg.eigh(cov)
-    root = V * np.sqrt(np.clip(w, 0.0, None))[:, None, :]
-    z = rng.standard_normal((cov.shape[0], n_levels, cov.shape[1]))
-    return np.einsum("sqr,snr->snq", root, z)
-
-
-def draw_chunks(rows: Rows, params: ParamDraws) -> Iterator[tuple[slice, np.ndarray]]:
-    """The linear predictor of all rows, a block of draws at a time.
-
-    Yields ``(draws, mu)`` with ``mu`` of shape ``(s, n)``; each block is small
-    enough that the gathered group effects stay under :data:`CHUNK_VALUES`.
-    """
-    q_total = max(1, sum(z.shape[1] for z in rows.Z))
-    step = max(1, CHUNK_VALUES // (rows.n * q_total))
-    for start in range(0, params.n_draws, step):
-        sel = slice(start, min(start + step, params.n_draws))
-        yield sel, linear_predictor(rows, params, draws=sel)
 
 
 def _is_na_like(value: Any) -> bool:
@@ -341,32 +98,35 @@ def resolve_re_form(design: Design, re_form: Any) -> tuple[bool, ...]:
 
 
 # ---------------------------------------------------------------------------
-# Fit-level functions
+# Predictions
 # ---------------------------------------------------------------------------
-def _check_args(kind: str, new_levels: str, interval: float) -> None:
+def _check_args(kind: str, new_levels: str, level: float) -> None:
     if kind not in _KINDS:
         raise PredictionError(f"kind must be one of {list(_KINDS)}, got {kind!r}.")
     if new_levels not in _NEW_LEVELS:
         raise PredictionError(f"new_levels must be one of {list(_NEW_LEVELS)}, got {new_levels!r}.")
-    if isinstance(interval, bool) or not isinstance(interval, (float, int)) or not 0 < interval < 1:
-        raise PredictionError(f"interval must be a probability between 0 and 1, e.g. 0.95; got {interval!r}.")
+    if isinstance(level, bool) or not isinstance(level, (float, int)) or not 0 < level < 1:
+        raise PredictionError(f"level must be a probability between 0 and 1, e.g. 0.95; got {level!r}.")
 
 
 def predict(
-    fit: Any,
+    design: Design,
+    params: ParamDraws,
     newdata: pd.DataFrame | None = None,
     re_form: Any = None,
     new_levels: str = "population",
     kind: str = "mean",
-    interval: float = 0.95,
+    level: float = 0.95,
     random_seed: int | None = None,
 ) -> pd.DataFrame:
-    """Posterior predictions, summarised per row.
+    """Predictions summarised per row (what ``fit.predict`` returns for every fit kind).
 
     Parameters
     ----------
-    fit
-        A fit with ``design`` and a posterior (or a ``param_draws()`` method).
+    design
+        The training design.
+    params
+        The fit's parameter draws (``fit.params``).
     newdata
         Rows to predict for; ``None`` uses the training rows. The response
         column is not needed; with ``re_form`` "~0" the grouping columns are
@@ -375,23 +135,26 @@ def predict(
         Which group effects enter; see :func:`resolve_re_form`.
     new_levels
         Levels of a grouping factor not seen in the fit: ``"population"``
-        gives them a group effect of 0, ``"sample"`` draws a new effect from
-        N(0, T) per posterior draw (one per new level, shared by its rows),
-        ``"error"`` raises.
+        gives them a group effect of 0, ``"sample"`` (posterior only) draws a
+        new effect from N(0, T) per posterior draw (one per new level, shared
+        by its rows), ``"error"`` raises.
     kind
-        ``"mean"``: the expected value per draw (credible interval);
-        ``"response"``: adds N(0, σ) noise per draw (prediction interval).
-    interval
-        Probability of the equal-tailed interval.
+        ``"mean"``: the expected value (credible or confidence interval);
+        ``"response"``: a new observation (prediction interval: a posterior adds
+        the family's noise per draw, a point fit adds σ² to the variance).
+    level
+        Interval level.
     random_seed
         Seed for new-level effects and response noise.
 
     Returns
     -------
     pandas.DataFrame
-        ``Estimate`` (mean over draws), ``Est.Error`` (sd), and the interval
-        columns named as brms does (``l-95% CI``, ``u-95% CI``), row-aligned
-        with ``newdata`` (or the rows used in the fit).
+        Row-aligned with ``newdata`` (or the rows used in the fit). A
+        posterior: ``Estimate`` (mean over draws), ``Est.Error`` (sd) and the
+        equal-tailed interval (``l-95% CI``, ``u-95% CI``). A point fit:
+        ``Estimate``, ``Std. Error`` of the fixed-effect part (the conditional
+        modes are taken as known, as lme4 does) and its Wald interval.
 
     Raises
     ------
@@ -399,8 +162,12 @@ def predict(
         For a missing column, a bad argument, or an unseen level with
         ``new_levels="error"`` (the message names the factor and the levels).
     """
-    _check_args(kind, new_levels, interval)
-    design: Design = fit.design
+    _check_args(kind, new_levels, level)
+    if params.is_point and new_levels == "sample":
+        raise PredictionError(
+            "new_levels='sample' draws new group effects from a posterior; this is a point (REML/ML) fit. "
+            "Use new_levels='population' or 'error', or fit with method='NUTS'."
+        )
     include = resolve_re_form(design, re_form)
     if newdata is None:
         rows, index = Rows.from_design(design), design.frame.index
@@ -408,8 +175,7 @@ def predict(
         nd = encode_new_data(design, newdata, blocks=any(include))
         if not any(include):
             include = ()  # the blocks were not encoded
-        rows, index = Rows.from_new(design, nd, newdata), newdata.index
-    params = fit_params(fit)
+        rows, index = Rows.from_new(nd), newdata.index
     rng = np.random.default_rng(random_seed)
     new_effects: list[np.ndarray | None] = []
     for k, levels in enumerate(rows.new_levels):
@@ -425,18 +191,22 @@ def predict(
             )
         new_effects.append(sample_new_effects(params.cov[k], len(levels), rng) if new_levels == "sample" else None)
 
-    S = params.n_draws
+    family = params.family
+    if params.is_point:
+        mu = family.linkinv(linear_predictor(rows, params, include or None, new_effects))
+        se = params.fixed_se(rows.X)
+        if kind == "response":
+            se = np.sqrt(se**2 + params.sigma[0] ** 2)
+        return params.summarise(mu, level, index, se=se)
     q_total = max(1, sum(z.shape[1] for z in rows.Z))
-    step = max(1, CHUNK_VALUES // (S * q_total))
-    lo_name, hi_name = tables.interval_names(interval)
-    out = {name: np.empty(rows.n) for name in ("Estimate", "Est.Error", lo_name, hi_name)}
+    step = max(1, CHUNK_VALUES // (params.n_draws * q_total))
+    parts = []
     for start in range(0, rows.n, step):
         sel = slice(start, min(start + step, rows.n))
-        mu = linear_predictor(rows.take(sel), params, include or None, new_effects)
+        mu = family.linkinv(linear_predictor(rows.take(sel), params, include or None, new_effects))
         if kind == "response":
-            mu = mu + params.sigma[:, None] * rng.standard_normal(mu.shape)
-        out["Estimate"][sel] = mu.mean(axis=0)
-        out["Est.Error"][sel] = mu.std(axis=0, ddof=1) if S > 1 else 0.0
-        out[lo_name][sel] = np.quantile(mu, (1 - interval) / 2, axis=0)
-        out[hi_name][sel] = np.quantile(mu, 1 - (1 - interval) / 2, axis=0)
-    return pd.DataFrame(out, index=index)
+            mu = family.draw(mu, params.sigma[:, None], rng)
+        parts.append(params.summarise(mu, level))
+    out = pd.concat(parts, ignore_index=True)
+    out.index = index
+    return out

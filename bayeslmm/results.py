@@ -1,74 +1,37 @@
-"""Fit objects: thin holders of a Design and a posterior that call the table functions."""
+"""The Bayesian fit: a posterior ``DataTree`` under the shared fit contract, plus what only a posterior has."""
 
 from __future__ import annotations
 
-import os
+import copy
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from . import fitstats as _fitstats, pooling as _pooling, predict as _predict, tidy as _tidy
-from . import naming, tables
+from . import fitstats, reloo as reloo_mod
 from .design import Design
+from .errors import BayesLMMError, ConvergenceWarning
+from .fitbase import FitDescription, MixedFit, draw_table
+from .paramdraws import ParamDraws
 from .priors import Priors
+from .reml_fit import REMLFit, fit_frequentist
 from .sampling import Diagnostics, SamplerSettings
-from .summary import ModelSummary, groups_line, random_effects_block
 
-__all__ = ["FitBase", "BayesFit"]
-
-
-class FitBase:
-    """What every fit (Bayesian or REML/ML) shares: the design and its bookkeeping."""
-
-    design: Design
-
-    @property
-    def formula(self) -> str:
-        """The formula as written."""
-        return self.design.parsed.text
-
-    def nobs(self) -> int:
-        """Number of observations used, as ``nobs(fm)``."""
-        return self.design.nobs
-
-    def ngrps(self) -> pd.Series:
-        """Number of levels per grouping factor, as ``ngrps(fm)``."""
-        return pd.Series({f: len(levels) for f, levels in self.design.factors.items()}, dtype=int)
-
-    def resid(self) -> pd.Series:
-        """Residuals ``y - fitted()``, row-aligned with the data used."""
-        return pd.Series(self.design.y - self.fitted().to_numpy(), index=self.design.frame.index, name="resid")
-
-    def fitted(self) -> pd.Series:  # pragma: no cover - overridden
-        """Fitted values, row-aligned with the data used (each fit kind defines them)."""
-        raise NotImplementedError
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write this fit (Bayesian or REML/ML) to one netCDF-4 file.
-
-        Read it back with :func:`bayeslmm.load`; no pickle is involved (see :mod:`bayeslmm.io`).
-
-        Returns
-        -------
-        pathlib.Path
-            The path written.
-        """
-        from .io import save
-
-        return save(self, path)
-
-    def _series(self, values: np.ndarray, name: str) -> pd.Series:
-        return pd.Series(values, index=self.design.frame.index, name=name)
+__all__ = ["BayesFit"]
 
 
-@dataclass(eq=False)
-class BayesFit(FitBase):
+@dataclass(eq=False, repr=False)
+class BayesFit(MixedFit):
     """A Bayesian linear mixed model fit by NUTS.
+
+    Every extractor of :class:`~bayeslmm.fitbase.MixedFit` (``fixef``,
+    ``ranef``, ``coef``, ``VarCorr``, ``predict``, ``tidy``, ...) reads the
+    posterior; this class adds what only a posterior has: ``idata``,
+    ``loo``, ``waic``, ``r2``, ``posterior_predictive`` and the plots.
 
     Attributes
     ----------
@@ -96,38 +59,55 @@ class BayesFit(FitBase):
     settings: SamplerSettings
     diagnostics: Diagnostics
     parameterization: dict[str, str] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    _frequentist: dict[str, REMLFit] = field(default_factory=dict, init=False, repr=False)
+    _loo: dict[bool, Any] = field(default_factory=dict, init=False, repr=False)
+
+    method = "NUTS"
 
     @cached_property
     def model(self) -> Any:
         """The PyMC model (a ``pm.Model``) of this fit, for users who want to extend it; built on first use."""
         return self.model_factory()
 
-    # -- lme4 extractors --------------------------------------------------
-    def fixef(self, prob: float = 0.95) -> pd.DataFrame:
-        """Fixed effects: ``Estimate``, ``Est.Error``, interval, ``Rhat``, ``Bulk_ESS``, ``Tail_ESS``."""
-        return tables.fixef_table(self.design, self.idata, prob)
+    def _make_params(self) -> ParamDraws:
+        return ParamDraws.from_posterior(self.design, self.idata)
 
-    def ranef(self, prob: float = 0.95, long: bool = False):
-        """Group effects: ``{factor: levels x terms}`` or, with ``long=True``, one row per level and term."""
-        return tables.ranef_table(self.design, self.idata, prob, long)
+    def _describe(self) -> FitDescription:
+        d, s = self.diagnostics, self.settings
+        n_user = sum(e.source == "user" for e in self.priors.entries)
+        how = "collapsed (group effects integrated out)" if "collapsed" in self.parameterization.values() else "full"
+        rhat = f"{d.max_rhat:.2f}" if d.chains > 1 and np.isfinite(d.max_rhat) else "not computed (one chain)"
+        footer = [
+            f"Sampling: NUTS ({s.sampler}), {d.chains} chain{'s' if d.chains > 1 else ''} x {d.draws} draws "
+            f"after {d.tune} tuning steps; {how} model",
+            f"Divergences: {d.divergences}; max R-hat: {rhat}; min bulk ESS: {d.min_ess_bulk:.0f}; "
+            f"min tail ESS: {d.min_ess_tail:.0f}",
+            "Estimate is the posterior mean, Est.Error the posterior sd; intervals are equal-tailed credible intervals.",
+        ]
+        if d.chains == 1:
+            footer.append("R-hat compares chains, so a one-chain fit has none (Rhat is blank); run chains >= 2 to check mixing.")
+        return FitDescription(
+            title=f"Bayesian linear mixed model fit by NUTS ({'PyMC' if s.sampler == 'pymc' else s.sampler})",
+            header=(f" Priors: {len(self.priors.entries) - n_user} default, {n_user} set by the user (listed below)",),
+            footer=tuple(footer),
+            after=(("Priors", self.priors.table()),),
+        )
 
-    def coef(self, prob: float = 0.95, long: bool = False):
-        """Per-level coefficients (fixed + group effects, summarised per draw)."""
-        return tables.coef_table(self.design, self.idata, prob, long)
-
-    def VarCorr(self, prob: float = 0.95) -> pd.DataFrame:  # noqa: N802 - lme4's name
-        """Variance components in the ``as.data.frame(VarCorr(fm))`` shape."""
-        return tables.varcorr_table(self.design, self.idata, prob)
-
-    def fitted(self) -> pd.Series:
-        """Posterior-mean fitted values, row-aligned with the data used."""
-        return self._series(tables.fitted_mean(self.design, self.idata), "fitted")
-
-    @property
-    def sigma(self) -> float:
-        """Posterior mean of the residual sd."""
-        return float(tables.draws(self.idata, naming.SIGMA).mean())
+    def _glance_extra(self) -> dict[str, Any]:
+        lo = self.loo()
+        rr = self.r2()["Estimate"]
+        d = self.diagnostics
+        return {
+            "elpd_loo": float(lo.elpd),
+            "p_loo": float(lo.p),
+            "looic": -2.0 * float(lo.elpd),
+            "waic": self.waic().waic,
+            "r2_marginal": float(rr["marginal"]),
+            "r2_conditional": float(rr["conditional"]),
+            "divergences": d.divergences,
+            "draws": d.draws,
+            "chains": d.chains,
+        }
 
     @property
     def plot(self):
@@ -140,96 +120,71 @@ class BayesFit(FitBase):
 
         return FitPlots(self)
 
-    def summary(self, prob: float = 0.95) -> ModelSummary:
-        """An lme4-style summary with posterior columns and sampling diagnostics."""
-        lo, hi = tables.interval_names(prob)
-        vc = self.VarCorr(prob)
-        random = random_effects_block(self.design, vc, extra=["Est.Error", lo, hi])
-        fx = self.fixef(prob)
-        d = self.diagnostics
-        s = self.settings
-        how = "collapsed (group effects integrated out)" if "collapsed" in self.parameterization.values() else "full"
-        header = [
-            f"Formula: {self.formula}",
-            f"   Data: {self.design.nobs} observations",
-            f" Priors: see fit.priors ({sum(e.source == 'user' for e in self.priors.entries)} set by the user)",
-        ]
-        footer = [
-            f"Sampling: NUTS ({s.sampler}), {d.chains} chains x {d.draws} draws after {d.tune} tuning steps; {how} model",
-            f"Divergences: {d.divergences}; max R-hat: {d.max_rhat:.3f}; min bulk ESS: {d.min_ess_bulk:.0f}; "
-            f"min tail ESS: {d.min_ess_tail:.0f}",
-            "Estimates are posterior means; Est.Error is the posterior sd; intervals are equal-tailed.",
-        ]
-        if self.design.dropped_fixed:
-            footer.append(f"fixed-effect model matrix is rank deficient: dropped {list(self.design.dropped_fixed)}")
-        return ModelSummary(
-            title=f"Bayesian linear mixed model fit by NUTS ({'PyMC' if s.sampler == 'pymc' else s.sampler})",
-            header=header,
-            random=random,
-            groups=groups_line(self.design),
-            fixed=fx,
-            footer=footer,
-        )
-
-    # -- after the fit: prediction, checks, pooling, broom-style frames ---
-    def predict(
-        self,
-        newdata: pd.DataFrame | None = None,
-        re_form: Any = None,
-        new_levels: str = "population",
-        kind: str = "mean",
-        interval: float = 0.95,
-        random_seed: int | None = None,
-    ) -> pd.DataFrame:
-        """Predictions with ``Estimate``, ``Est.Error`` and interval; see :func:`bayeslmm.predict.predict`."""
-        return _predict.predict(self, newdata, re_form, new_levels, kind, interval, random_seed)
-
+    # -- what only a posterior has -------------------------------------------
     def posterior_predictive(self, random_seed: int | None = None) -> Any:
         """Add ``y_rep`` draws as the ``posterior_predictive`` group of ``idata`` and return ``idata``."""
-        return _fitstats.posterior_predictive(self, random_seed)
+        return fitstats.add_posterior_predictive(self.idata, self.design, self.params, random_seed)
 
-    def loo(self, pointwise: bool = True) -> Any:
-        """PSIS-LOO cross-validation (:func:`arviz.loo`) from the stored pointwise log-likelihood."""
-        return _fitstats.loo(self, pointwise)
+    def loo(self, pointwise: bool = True, reloo: bool | str = "auto") -> Any:
+        """Leave-one-out cross-validation: PSIS-LOO (:func:`arviz.loo`), exact where PSIS fails.
 
-    def waic(self) -> _fitstats.WAIC:
+        Parameters
+        ----------
+        pointwise
+            Keep the per-observation ``elpd_i`` and Pareto k values.
+        reloo
+            What to do with observations whose Pareto k exceeds ArviZ's
+            threshold ``good_k`` (0.7 for 4000 draws), where PSIS is unreliable:
+            ``True`` refits the model without each of them and uses its exact
+            leave-one-out density (brms's ``reloo``; see :mod:`bayeslmm.reloo`);
+            ``False`` keeps the PSIS values and warns; ``"auto"`` (default)
+            refits when at most :data:`bayeslmm.reloo.RELOO_MAX` (10)
+            observations are flagged, and warns otherwise. The result is
+            computed once per fit and setting.
+
+        Returns
+        -------
+        arviz.ELPDDataLOO
+            ``elpd``, ``se``, ``p`` (p_loo), ``elpd_i`` (one per row), ``pareto_k``.
+        """
+        if reloo not in (True, False, "auto"):
+            raise BayesLMMError(f"reloo must be True, False or 'auto', got {reloo!r}.")
+        psis = fitstats.psis_loo(self.idata, self.design, self.params)
+        bad = np.flatnonzero(np.asarray(psis.pareto_k) > psis.good_k)
+        refit = bad.size > 0 and (reloo is True or (reloo == "auto" and bad.size <= reloo_mod.RELOO_MAX))
+        if refit:
+            if True not in self._loo:
+                tree = fitstats.with_log_likelihood(self.idata, self.design, self.params)
+                self._loo[True] = reloo_mod.refit_loo(
+                    psis, tree, self.design, self.priors, self.parameterization, self.settings
+                )
+            result = self._loo[True]
+        else:
+            result = psis
+            if bad.size:
+                warnings.warn(
+                    f"{bad.size} observation(s) have Pareto k > {psis.good_k:.2f} (rows {bad[:10].tolist()}"
+                    f"{' ...' if bad.size > 10 else ''}), where PSIS-LOO is unreliable; fit.loo(reloo=True) "
+                    "refits the model without each of them for their exact leave-one-out values.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+        if not pointwise:
+            result = copy.copy(result)
+            result.elpd_i = result.pareto_k = None
+        return result
+
+    def waic(self) -> fitstats.WAIC:
         """WAIC, computed from the pointwise log-likelihood (ArviZ 1.x has no ``waic``)."""
-        return _fitstats.waic(self)
+        return fitstats.waic(self.idata, self.design, self.params)
 
-    def r2(self, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
-        """Bayesian R², marginal and conditional; ``summary=False`` gives the draws."""
-        return _fitstats.r2(self, prob, summary)
+    def r2(self, level: float = 0.95, summary: bool = True) -> pd.DataFrame:
+        """Bayesian R², marginal and conditional (:func:`bayeslmm.fitstats.r2_draws`); ``summary=False`` gives the draws."""
+        return draw_table(self.params, fitstats.r2_draws(self.design, self.params), level, "R2", summary)
 
-    def icc(self, prob: float = 0.95, summary: bool = True) -> pd.DataFrame:
-        """Intraclass correlation per grouping factor; ``summary=False`` gives the draws."""
-        return _fitstats.icc(self, prob, summary)
-
-    def pooling(self, factor: str | None = None) -> pd.DataFrame:
-        """Complete, no and partial pooling estimates per level of a grouping factor."""
-        return _pooling.pooling(self, factor)
-
-    def tidy(self, effects: Any = ("fixed", "ran_pars"), conf_level: float = 0.95) -> pd.DataFrame:
-        """broom.mixed's ``tidy()``: ``effects`` from ``fixed``, ``ran_pars``, ``ran_vals``, ``ran_coefs``."""
-        return _tidy.tidy(self, effects, conf_level)
-
-    def glance(self) -> pd.DataFrame:
-        """broom.mixed's ``glance()``: one row with nobs, sigma, LOO, WAIC, R², sampling counts."""
-        return _tidy.glance(self)
-
-    def augment(
-        self, newdata: pd.DataFrame | None = None, re_form: Any = None, conf_level: float = 0.95
-    ) -> pd.DataFrame:
-        """broom.mixed's ``augment()``: the data plus ``.fitted``, ``.resid``, ``.lower``, ``.upper``."""
-        return _tidy.augment(self, newdata, re_form, conf_level)
-
-    def reml(self, method: str = "REML"):
+    def reml(self, method: str = "REML") -> REMLFit:
         """The REML (or ML) fit of the same formula and data, as a diagnostic and for :func:`bayeslmm.compare`."""
-        key = f"reml_{method.upper()}"
-        if key not in self.extras:
-            from .reml_fit import fit_frequentist
-
-            self.extras[key] = fit_frequentist(self.design, method)
-        return self.extras[key]
-
-    def __repr__(self) -> str:
-        return f"<BayesFit {self.formula!r}: {self.design.nobs} obs, {self.diagnostics.chains}x{self.diagnostics.draws} draws>"
+        key = method.upper()
+        if key not in self._frequentist:
+            self._frequentist[key] = fit_frequentist(self.design, key)
+        return self._frequentist[key]

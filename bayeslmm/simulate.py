@@ -5,23 +5,7 @@
 
     γ_k ~ MVN(0, T_k) per level of block k,   y = Xβ + Σ_k (Z_k γ_k[group]).sum(1) + N(0, σ²).
 
-The ``params`` format, keyed by the names lme4 prints::
-
-    {
-        "beta": {"(Intercept)": 250, "Days": 10},     # or an array in fixef() order
-        "sigma": 25,
-        "Subject": {"sd": [24, 6], "cor": [[1, 0.07], [0.07, 1]]},
-    }
-
-* ``"beta"``: every fixed-effect column of the design (names as ``fixef()``
-  prints them, aliased columns excluded), as a dict or an array in that order;
-* ``"sigma"``: the residual sd (> 0);
-* one entry per random-effect block, keyed by its label as ``VarCorr()``
-  prints it (``"Subject"``; ``"Subject.1"`` for the second block of a
-  factor, e.g. the slope of ``(Days || Subject)``; ``"cask:batch"`` for
-  nested factors). The value is a dict ``{"sd": [...], "cor": q×q}`` (``cor``
-  optional, default identity), a dict ``{"cov": q×q}``, a q×q covariance
-  matrix, or, for a one-term block, a single sd.
+The format of ``params`` is documented on :func:`simulate` (``help(bayeslmm.simulate)``).
 """
 
 from __future__ import annotations
@@ -169,8 +153,24 @@ def simulate(
         The predictors and grouping columns; the response column may be
         absent (it is added) or present (it is replaced). Not modified.
     params
-        ``beta``, ``sigma`` and one covariance entry per block label; see the
-        module docstring for the format.
+        The true parameters, keyed by the names lme4 prints::
+
+            {
+                "beta": {"(Intercept)": 250, "Days": 10},     # or an array in fixef() order
+                "sigma": 25,
+                "Subject": {"sd": [24, 6], "cor": [[1, 0.07], [0.07, 1]]},
+            }
+
+        * ``"beta"``: every fixed-effect column of the design (names as
+          ``fixef()`` prints them, aliased columns excluded), as a dict or an
+          array in that order;
+        * ``"sigma"``: the residual sd (> 0);
+        * one entry per random-effect block, keyed by its label as ``VarCorr()``
+          prints it (``"Subject"``; ``"Subject.1"`` for the second block of a
+          factor, e.g. the slope of ``(Days || Subject)``; ``"cask:batch"`` for
+          nested factors). The value is a dict ``{"sd": [...], "cor": q×q}``
+          (``cor`` optional, default identity), a dict ``{"cov": q×q}``, a q×q
+          covariance matrix, or, for a one-term block, a single sd.
     seed
         Seed of the random generator.
     return_effects

@@ -18,41 +18,40 @@ import pandas as pd
 
 from .design import Design
 from .errors import BayesLMMError
-from .predict import ParamDraws, fit_params, predict
+from .paramdraws import ParamDraws, check_level, coef_draws, factor_blocks, interval_names
+from .predict import predict
 
-__all__ = ["EFFECTS", "tidy_table", "tidy", "glance", "augment"]
+__all__ = ["EFFECTS", "tidy", "augment"]
 
 EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
 _COLUMNS = ["effect", "group", "level", "term", "estimate", "std.error", "conf.low", "conf.high"]
 
 
-def _rows(effect: str, group: Sequence, level: Sequence | None, term: Sequence, flat: np.ndarray, conf: float) -> pd.DataFrame:
-    """One row per column of ``flat`` (draws ``(S, k)``)."""
-    a = (1 - conf) / 2
-    k = flat.shape[1]
-    return pd.DataFrame(
-        {
-            "effect": [effect] * k,
-            "group": list(group),
-            "level": list(level) if level is not None else [np.nan] * k,
-            "term": list(term),
-            "estimate": flat.mean(axis=0),
-            "std.error": flat.std(axis=0, ddof=1) if flat.shape[0] > 1 else np.zeros(k),
-            "conf.low": np.quantile(flat, a, axis=0),
-            "conf.high": np.quantile(flat, 1 - a, axis=0),
-        }
+def _rows(
+    params: ParamDraws, effect: str, group: Sequence, level: Sequence | None, term: Sequence, values: np.ndarray,
+    conf: float, se: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One broom row per column of ``values`` (draws ``(S, k)``); missing uncertainty columns are NaN."""
+    lo, hi = interval_names(conf)
+    s = params.summarise(values, conf, se=se).rename(
+        columns={"Estimate": "estimate", "Est.Error": "std.error", "Std. Error": "std.error", lo: "conf.low", hi: "conf.high"}
     )
+    k = values.shape[1]
+    head = pd.DataFrame(
+        {"effect": [effect] * k, "group": list(group), "level": list(level) if level is not None else [np.nan] * k,
+         "term": list(term)}
+    )
+    return pd.concat([head, s.reset_index(drop=True)], axis=1).reindex(columns=_COLUMNS)
 
 
 def _fixed(design: Design, p: ParamDraws, conf: float) -> pd.DataFrame:
     names = list(design.fixed_names)
-    return _rows("fixed", [np.nan] * len(names), None, names, p.beta, conf)
+    return _rows(p, "fixed", [np.nan] * len(names), None, names, p.beta, conf, se=p.fixed_se())
 
 
 def _ran_pars(design: Design, p: ParamDraws, conf: float) -> pd.DataFrame:
     groups, terms, cols = [], [], []
-    for b, cov in zip(design.blocks, p.cov):
-        sd = np.sqrt(np.einsum("sii->si", cov))
+    for b, sd, cor in zip(design.blocks, p.sd, p.cor):
         for i in range(b.q):
             groups.append(b.label)
             terms.append(f"sd__{b.terms[i]}")
@@ -60,38 +59,34 @@ def _ran_pars(design: Design, p: ParamDraws, conf: float) -> pd.DataFrame:
             for j in range(i + 1, b.q):
                 groups.append(b.label)
                 terms.append(f"cor__{b.terms[i]}.{b.terms[j]}")
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    cols.append(cov[:, i, j] / (sd[:, i] * sd[:, j]))
+                cols.append(cor[:, i, j])
     groups.append("Residual")
     terms.append("sd__Observation")
     cols.append(p.sigma)
-    return _rows("ran_pars", groups, None, terms, np.column_stack(cols), conf)
+    return _rows(p, "ran_pars", groups, None, terms, np.column_stack(cols), conf)
 
 
 def _ran_vals(design: Design, p: ParamDraws, conf: float) -> pd.DataFrame:
     parts = []
-    for b, r in zip(design.blocks, p.ranef):
+    for k, (b, r) in enumerate(zip(design.blocks, p.ranef)):
         flat = r.transpose(0, 2, 1).reshape(r.shape[0], -1)  # term-major, as as.data.frame(ranef())
+        se = None
+        if p.is_point and p.ranef_sd is not None:
+            se = p.ranef_sd[k].T.reshape(-1)
         levels = list(b.levels) * b.q
         terms = np.repeat(b.terms, b.n_levels)
-        parts.append(_rows("ran_vals", [b.factor] * flat.shape[1], levels, terms, flat, conf))
+        parts.append(_rows(p, "ran_vals", [b.factor] * flat.shape[1], levels, terms, flat, conf, se=se))
     return pd.concat(parts, ignore_index=True)
 
 
 def _ran_coefs(design: Design, p: ParamDraws, conf: float) -> pd.DataFrame:
-    names = list(design.fixed_names)
     parts = []
-    for factor, levels in design.factors.items():
-        ks = [k for k, b in enumerate(design.blocks) if b.factor == factor]
-        terms = names + [t for k in ks for t in design.blocks[k].terms if t not in names]
-        total = np.zeros((p.n_draws, len(levels), len(terms)))
-        total[:, :, : len(names)] = p.beta[:, None, :]
-        for k in ks:
-            for c, t in enumerate(design.blocks[k].terms):
-                total[:, :, terms.index(t)] += p.ranef[k][:, :, c]
+    for factor in factor_blocks(design):
+        terms, total = coef_draws(design, p, factor)
+        levels = list(design.factors[factor])
         flat = total.transpose(0, 2, 1).reshape(p.n_draws, -1)
         parts.append(
-            _rows("ran_coefs", [factor] * flat.shape[1], list(levels) * len(terms), np.repeat(terms, len(levels)), flat, conf)
+            _rows(p, "ran_coefs", [factor] * flat.shape[1], levels * len(terms), np.repeat(terms, len(levels)), flat, conf)
         )
     return pd.concat(parts, ignore_index=True)
 
@@ -99,23 +94,23 @@ def _ran_coefs(design: Design, p: ParamDraws, conf: float) -> pd.DataFrame:
 _BUILDERS = {"fixed": _fixed, "ran_pars": _ran_pars, "ran_vals": _ran_vals, "ran_coefs": _ran_coefs}
 
 
-def tidy_table(
-    design: Design, params: ParamDraws, effects: str | Sequence[str] = ("fixed", "ran_pars"), conf_level: float = 0.95
+def tidy(
+    design: Design, params: ParamDraws, effects: str | Sequence[str] = ("fixed", "ran_pars"), level: float = 0.95
 ) -> pd.DataFrame:
-    """broom.mixed's ``tidy()`` from parameter draws.
+    """broom.mixed's ``tidy()`` from parameter draws (what ``fit.tidy`` returns).
 
     Parameters
     ----------
     design
         The training design.
     params
-        Parameter draws.
+        Parameter draws (``fit.params``).
     effects
         One of, or a list of, ``"fixed"``, ``"ran_pars"`` (sds, correlations
         and the residual sd), ``"ran_vals"`` (group effects, as ``ranef``),
         ``"ran_coefs"`` (fixed + group effects per level, as ``coef``).
-    conf_level
-        Interval probability.
+    level
+        Interval level.
 
     Returns
     -------
@@ -124,93 +119,61 @@ def tidy_table(
         ``conf.low``, ``conf.high`` and, when ``ran_vals`` or ``ran_coefs``
         is asked for, ``level`` after ``group``. ``group`` is NaN for fixed
         effects, the block label (``VarCorr``'s ``grp``) for ``ran_pars`` and
-        the grouping factor for ``ran_vals`` / ``ran_coefs``.
+        the grouping factor for ``ran_vals`` / ``ran_coefs``. A point fit
+        (REML/ML) has standard errors and Wald intervals for ``fixed`` and
+        ``ran_vals`` (conditional sds) and NaN elsewhere, as ``tidy.merMod``.
 
     Raises
     ------
     BayesLMMError
-        For an unknown effect name or a bad ``conf_level``.
+        For an unknown effect name or a bad ``level``.
     """
     wanted = [effects] if isinstance(effects, str) else list(effects)
     unknown = [e for e in wanted if e not in _BUILDERS]
     if unknown or not wanted:
         raise BayesLMMError(f"effects must be one or a list of {list(EFFECTS)}; got {effects!r}.")
-    if isinstance(conf_level, bool) or not isinstance(conf_level, (int, float)) or not 0 < conf_level < 1:
-        raise BayesLMMError(f"conf_level must be between 0 and 1, e.g. 0.95; got {conf_level!r}.")
-    out = pd.concat([_BUILDERS[e](design, params, conf_level) for e in wanted], ignore_index=True)
+    check_level(level)
+    out = pd.concat([_BUILDERS[e](design, params, level) for e in wanted], ignore_index=True)
     cols = _COLUMNS if {"ran_vals", "ran_coefs"} & set(wanted) else [c for c in _COLUMNS if c != "level"]
     return out[cols]
 
 
-def tidy(fit: Any, effects: str | Sequence[str] = ("fixed", "ran_pars"), conf_level: float = 0.95) -> pd.DataFrame:
-    """broom.mixed's ``tidy(fit)``; see :func:`tidy_table`."""
-    return tidy_table(fit.design, fit_params(fit), effects, conf_level)
-
-
-def glance(fit: Any) -> pd.DataFrame:
-    """One-row model summary, like broom.mixed's ``glance()``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``nobs``, ``sigma`` (posterior mean), ``elpd_loo``, ``p_loo``,
-        ``looic`` (−2 elpd_loo), ``waic`` (−2 elpd_waic), ``r2_marginal``,
-        ``r2_conditional`` (posterior means of :func:`bayeslmm.fitstats.r2`),
-        ``divergences``, ``draws`` (per chain) and ``chains``.
-    """
-    from .fitstats import loo, r2, waic
-
-    lo = loo(fit, pointwise=False)
-    rr = r2(fit)["Estimate"]
-    d = fit.diagnostics
-    return pd.DataFrame(
-        {
-            "nobs": [fit.design.nobs],
-            "sigma": [float(fit_params(fit).sigma.mean())],
-            "elpd_loo": [float(lo.elpd)],
-            "p_loo": [float(lo.p)],
-            "looic": [-2.0 * float(lo.elpd)],
-            "waic": [waic(fit).waic],
-            "r2_marginal": [float(rr["marginal"])],
-            "r2_conditional": [float(rr["conditional"])],
-            "divergences": [d.divergences],
-            "draws": [d.draws],
-            "chains": [d.chains],
-        }
-    )
-
-
-def augment(fit: Any, newdata: pd.DataFrame | None = None, re_form: Any = None, conf_level: float = 0.95) -> pd.DataFrame:
-    """The data with fitted values and residuals, like broom.mixed's ``augment()``.
+def augment(
+    design: Design, params: ParamDraws, newdata: pd.DataFrame | None = None, re_form: Any = None, level: float = 0.95
+) -> pd.DataFrame:
+    """The data with fitted values and residuals, like broom.mixed's ``augment()`` (what ``fit.augment`` returns).
 
     Parameters
     ----------
-    fit
-        A fit.
+    design
+        The training design.
+    params
+        Parameter draws (``fit.params``).
     newdata
         Rows to augment; ``None`` uses the model frame (the columns and rows
         used in the fit).
     re_form
         Which group effects enter the fitted values (see :func:`bayeslmm.predict.predict`).
-    conf_level
-        Probability of the credible interval of the fitted mean.
+    level
+        Level of the interval of the fitted mean.
 
     Returns
     -------
     pandas.DataFrame
-        The data plus ``.fitted`` (posterior mean of the linear predictor),
-        ``.resid`` (response − ``.fitted``; only when the response column is
-        present), ``.lower`` and ``.upper`` (credible interval of the mean).
-        New levels get a group effect of 0.
+        The data plus ``.fitted`` (mean of the linear predictor), ``.resid``
+        (response − ``.fitted``; only when the response column is present),
+        ``.lower`` and ``.upper`` (credible interval of the mean, or for a
+        point fit the Wald interval of its fixed part). New levels get a
+        group effect of 0.
     """
-    pred = predict(fit, newdata, re_form=re_form, kind="mean", interval=conf_level)
-    lo, hi = pred.columns[2], pred.columns[3]
+    pred = predict(design, params, newdata, re_form=re_form, kind="mean", level=level)
+    lo, hi = interval_names(level)
     if newdata is None:
-        out = fit.design.frame.copy()
-        y = fit.design.y
+        out = design.frame.copy()
+        y = design.y
     else:
         out = newdata.copy()
-        name = fit.design.response_name
+        name = design.response_name
         y = pd.to_numeric(out[name], errors="coerce").to_numpy(dtype=float) if name in out.columns else None
     out[".fitted"] = pred["Estimate"].to_numpy()
     if y is not None:

@@ -1,6 +1,6 @@
 """Bayesian and REML fits side by side.
 
-The seed notes' point: the fixed effects barely move between Bayes and REML,
+The point of comparing them: the fixed effects barely move between Bayes and REML,
 while the variance components -- estimated from few groups -- are where they
 differ. Dyestuff has only 6 batches: the posterior for the batch sd is wide and
 right-skewed, and its mean sits above the REML estimate; the intercept agrees.

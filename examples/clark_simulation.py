@@ -1,7 +1,7 @@
 """Clark's simulation: 50 clusters of 5, random intercepts with tau = 0.5 and sigma = 1.
 
-The seed notes simulate y = 3 + 0.75 x + u_clus + e with u ~ N(0, 0.5^2), e ~ N(0, 1)
-and show lme4 recovering tau ~ 0.52 and sigma ~ 1.00. We simulate the same design
+Clark's tutorial on mixed models simulates y = 3 + 0.75 x + u_clus + e with
+u ~ N(0, 0.5^2), e ~ N(0, 1) and shows lme4 recovering tau ~ 0.52 and sigma ~ 1.00. We simulate the same design
 with ``bayeslmm.simulate`` (which keeps the true cluster effects), fit it, and check
 that the posterior recovers the parameters and the cluster effects.
 

@@ -1,7 +1,7 @@
 """Reading scores by grade: random intercepts and slopes per student.
 
-The seed notes follow 22 students whose reading was tested in a few
-consecutive grades each. We simulate data like that: every student is tested
+A classic longitudinal design follows 22 students whose reading was tested in a
+few consecutive grades each. We simulate data like that: every student is tested
 3 to 5 times between grades 1 and 6, scores rise by about 8 points a grade,
 and students differ both in their level and in how fast they improve (better
 readers improving a little faster, a positive intercept-slope correlation).
@@ -55,7 +55,7 @@ print(fit.r2().round(3))
 # with few tests have wide bands.
 
 # %%
-fig = fit.plot.trajectories("grade", prob=0.95)
+fig = fit.plot.trajectories("grade", level=0.95)
 save_figure(fig, "reading_trajectories")
 print("coef(fm)$student:\n", fit.coef()["student"].round(2), sep="")
 

@@ -1,9 +1,9 @@
 """Salaries in 20 organisations: the intercept-only ICC, then random intercepts and slopes.
 
-The seed notes describe employees' salaries (in thousands) in 20 organisations
-of very different sizes, with years of experience as the predictor. The notes
-give only a descriptive table and the fitted results, so we simulate data to
-match: organisations of 5 to 60 employees, experience of 0 to 15 years, an
+A textbook multilevel example: employees' salaries (in thousands) in 20
+organisations of very different sizes, with years of experience as the
+predictor. Only a descriptive table and the fitted results are published, so we
+simulate data to match: organisations of 5 to 60 employees, experience of 0 to 15 years, an
 intercept-only model whose ICC is about 0.845, and organisation slopes on
 experience that correlate negatively with the intercepts (organisations that
 pay well from the start give smaller raises).
@@ -96,7 +96,9 @@ save_figure(fig, "salary_trajectories")
 # %% [markdown]
 # ## Which model predicts better?
 #
-# PSIS-LOO (the Bayesian counterpart of comparing AIC) prefers the model with slopes.
+# Leave-one-out cross-validation (the Bayesian counterpart of comparing AIC) prefers the model
+# with slopes. Where PSIS-LOO's importance weights fail for an observation (Pareto k > 0.7),
+# `loo()` refits the model without it and uses the exact value, as brms's `reloo` does.
 
 # %%
 loo = bayeslmm.compare_models({"intercepts": m0, "intercepts and slopes": m1})

@@ -1,4 +1,4 @@
-"""Sleepstudy, Model 7: random intercepts and slopes per subject.
+"""Sleepstudy: correlated random intercepts and slopes per subject.
 
 Reaction times of 18 subjects over 10 days of sleep deprivation (Belenky et al., 2003).
 
@@ -23,19 +23,27 @@ print(f"{data.Subject.nunique()} subjects x {data.Days.nunique()} days = {len(da
 # ## The model
 #
 # Every subject gets an intercept and a slope, drawn from a bivariate normal
-# with standard deviations $\tau_0, \tau_1$ and correlation $\rho$ (Model 7):
+# with standard deviations $\tau_0, \tau_1$ and correlation $\rho$ (lme4's `(Days | Subject)`):
 #
 # $$y_{ij} = (\beta_0 + u_{0j}) + (\beta_1 + u_{1j})\,\text{Days}_{ij} + e_{ij},\quad
 # (u_{0j}, u_{1j}) \sim \text{MVN}(0, T),\quad e_{ij} \sim N(0, \sigma^2).$$
 #
-# The priors are weakly informative and scaled from the data; `fit.priors` prints them.
+# The priors are weakly informative and scaled from the data; the summary lists them
+# (`fit.priors` holds the table).
 
 # %%
 fit = bayeslmm.lmer("Reaction ~ Days + (Days | Subject)", data, random_seed=1, **SAMPLING)
-print(fit.summary())
+fit  # noqa: B018 - in a notebook the fit shows as lme4's short print, in HTML tables
+
+# %% [markdown]
+# The full summary: lme4's tables with posterior columns, the priors, and the sampler's diagnostics.
 
 # %%
-print(fit.priors)
+summary = fit.summary()
+summary  # noqa: B018 - shown as HTML tables in a notebook
+
+# %%
+print(summary)
 
 # %% [markdown]
 # ## The lme4 tables, with posterior uncertainty
@@ -57,7 +65,7 @@ print("\ncoef(fm)$Subject:\n", fit.coef()["Subject"].round(2), sep="")
 # Subjects 309 and 335 barely slow down; 308 and 337 slow down fast.
 
 # %%
-fig = fit.plot.trajectories("Days", prob=0.95)
+fig = fit.plot.trajectories("Days", level=0.95)
 save_figure(fig, "sleepstudy_trajectories")
 
 # %% [markdown]

@@ -72,3 +72,10 @@ def bayes_fit(name: str, **kwargs):
 def sleep_fit():
     """``Reaction ~ Days + (Days | Subject)`` on sleepstudy, shared by many test modules."""
     return bayes_fit("sleep_slopes")
+
+
+def draws(idata, name: str):
+    """Posterior draws of a variable as an array ``(chain, draw, ...)``."""
+    import numpy as np
+
+    return np.asarray(idata.posterior[name].values, dtype=float)

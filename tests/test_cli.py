@@ -63,6 +63,10 @@ def test_fit_by_reml_save_summary_predict(sleep_csv, tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     pred = pd.read_csv(io.StringIO(done.stdout))
     np.testing.assert_allclose(pred["Estimate"], [251.405, 251.405 + 10 * 10.467], atol=0.01)  # fixef(fm) in lme4
+    # a REML prediction carries the fixed-part standard error, never Est.Error 0 with both bounds at the estimate
+    assert "Est.Error" not in pred.columns
+    np.testing.assert_allclose(pred["Std. Error"].iloc[0], 6.825, atol=0.001)  # sqrt(vcov(fm)[1, 1]) in lme4
+    assert (pred["u-95% CI"] - pred["l-95% CI"] > 1).all()
 
 
 def test_fit_save_summary_predict(sleep_csv, tmp_path):
@@ -84,9 +88,7 @@ def test_fit_save_summary_predict(sleep_csv, tmp_path):
     assert done.returncode == 0, done.stderr
     pred = pd.read_csv(pred_csv)
     assert list(pred.columns[:2]) == ["Days", "Subject"] and "Estimate" in pred.columns and "u-95% CI" in pred.columns
-    from bayeslmm.predict import predict
-
-    expected = predict(bayeslmm.load(out), pd.read_csv(new_csv))
+    expected = bayeslmm.load(out).predict(pd.read_csv(new_csv))
     np.testing.assert_allclose(pred["Estimate"], expected["Estimate"], rtol=1e-12)
 
     missing = tmp_path / "missing.csv"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,20 +13,9 @@ from scipy import stats
 import bayeslmm
 from bayeslmm import BayesLMMError, fitstats, naming
 from bayeslmm.api import design_for
-from bayeslmm.predict import ParamDraws
-from bayeslmm.tables import draws
+from bayeslmm.paramdraws import ParamDraws
+from conftest import draws
 from conftest import bayes_fit, case, case_data
-
-
-@dataclasses.dataclass
-class PointFit:
-    """A fit that hands its parameters over directly, as a REML fit will."""
-
-    design: object
-    params: ParamDraws
-
-    def param_draws(self) -> ParamDraws:
-        return self.params
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +55,12 @@ def test_loo_has_one_pointwise_value_per_row(sleep_fit):
 def test_log_likelihood_is_computed_when_not_stored(sleep_fit, monkeypatch):
     lazy = _without_log_likelihood(sleep_fit)
     assert "log_likelihood" not in lazy.idata.children
-    assert lazy.loo().elpd == pytest.approx(sleep_fit.loo().elpd, rel=1e-12)
+    with pytest.warns(bayeslmm.ConvergenceWarning, match="Pareto k"):  # PSIS alone: no refits needed here
+        assert lazy.loo(reloo=False).elpd == pytest.approx(sleep_fit.loo(reloo=False).elpd, rel=1e-12)
     assert lazy.waic().elpd_waic == pytest.approx(sleep_fit.waic().elpd_waic, rel=1e-12)
     assert "log_likelihood" not in lazy.idata.children  # computed, not stored
     monkeypatch.setattr(fitstats, "MAX_STORED_VALUES", 1000)
-    assert fitstats.add_log_likelihood(lazy.design, lazy.idata) is False
+    assert fitstats.add_log_likelihood(lazy.idata, lazy.design, lazy.params) is False
     assert "log_likelihood" not in lazy.idata.children
 
 
@@ -89,9 +80,10 @@ def test_waic_formulas_on_a_known_case():
 
 
 def test_waic_agrees_with_loo(sleep_fit):
-    w, lo = sleep_fit.waic(), sleep_fit.loo()
+    w = sleep_fit.waic()
+    lo = fitstats.psis_loo(sleep_fit.idata, sleep_fit.design, sleep_fit.params)
     assert w.elpd_i.shape == (sleep_fit.design.nobs,)
-    # For a well-behaved model WAIC and PSIS-LOO estimate the same elpd.
+    # WAIC and PSIS-LOO estimate the same elpd from the same draws (both approximate where k is high).
     assert abs(w.elpd_waic - lo.elpd) < 0.1 * lo.se
     assert "waic" in str(w)
 
@@ -160,19 +152,85 @@ def test_icc_with_crossed_factors_and_without_intercept():
         {"y": rng.normal(size=40), "x": rng.normal(size=40), "a": rng.choice(list("pqr"), 40), "b": rng.choice(list("uv"), 40)}
     )
 
-    def fit_of(formula, covs):
+    def fit_of(formula, variances):
         design = design_for(formula, df)
         params = ParamDraws(
             beta=np.zeros((1, len(design.fixed_names))),
             sigma=np.array([2.0]),
             ranef=tuple(np.zeros((1, b.n_levels, b.q)) for b in design.blocks),
-            cov=tuple(np.array([c]) for c in covs),
+            sd=tuple(np.sqrt(np.array([c])) for c in variances),
+            cor=tuple(np.ones((1, 1, 1)) for _ in variances),
         )
-        return PointFit(design, params)
+        return design, params
 
     # Crossed factors: each factor's share of the total variance tau_a^2 + tau_b^2 + sigma^2.
-    vals = fitstats.icc(fit_of("y ~ x + (1 | a) + (1 | b)", [[[3.0]], [[1.0]]]), summary=False)
-    assert vals["a"].iloc[0] == pytest.approx(3 / (3 + 1 + 4))
-    assert vals["b"].iloc[0] == pytest.approx(1 / (3 + 1 + 4))
+    vals = fitstats.icc_draws(*fit_of("y ~ x + (1 | a) + (1 | b)", [[3.0], [1.0]]))
+    assert vals["a"][0] == pytest.approx(3 / (3 + 1 + 4))
+    assert vals["b"][0] == pytest.approx(1 / (3 + 1 + 4))
     with pytest.raises(BayesLMMError, match="random intercept"):
-        fitstats.icc(fit_of("y ~ x + (0 + x | a)", [[[3.0]]]))
+        fitstats.icc_draws(*fit_of("y ~ x + (0 + x | a)", [[3.0]]))
+
+
+def test_loo_refits_the_observations_psis_cannot_handle(sleep_fit):
+    """brms's loo(fit, reloo = TRUE): flagged rows get their exact leave-one-out density; no warning remains."""
+    from bayeslmm.reloo import RELOO_MAX
+
+    psis = fitstats.psis_loo(sleep_fit.idata, sleep_fit.design, sleep_fit.params)
+    bad = np.flatnonzero(psis.pareto_k.values > psis.good_k)
+    assert 1 <= bad.size <= RELOO_MAX  # sleepstudy has a few influential days (subject 332, 308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default refits them, so nothing is left to warn about
+        lo = sleep_fit.loo()
+    assert (lo.pareto_k.values <= lo.good_k).all()
+    changed = np.flatnonzero(lo.elpd_i.values != psis.elpd_i.values)
+    assert changed.tolist() == bad.tolist()
+    assert lo.elpd == pytest.approx(float(lo.elpd_i.sum()), rel=1e-12)
+    assert sleep_fit.loo() is lo  # computed once per fit
+    with pytest.warns(bayeslmm.ConvergenceWarning, match=f"{bad.size} observation"):
+        kept = sleep_fit.loo(reloo=False)
+    assert kept.elpd == pytest.approx(psis.elpd)
+    with pytest.raises(BayesLMMError, match="reloo"):
+        sleep_fit.loo(reloo="yes")
+
+
+def test_exact_refit_agrees_with_psis_where_psis_is_reliable(sleep_fit):
+    """The refit machinery on a row where PSIS works (smallest k): both estimate log p(y_i | y_-i)."""
+    import copy
+
+    from bayeslmm.reloo import refit_loo
+
+    psis = fitstats.psis_loo(sleep_fit.idata, sleep_fit.design, sleep_fit.params)
+    j = int(np.argmin(psis.pareto_k.values))
+    forced = copy.deepcopy(psis)
+    forced.pareto_k.values[:] = 0.0
+    forced.pareto_k.values[j] = 1.0
+    out = refit_loo(forced, sleep_fit.idata, sleep_fit.design, sleep_fit.priors, sleep_fit.parameterization,
+                    sleep_fit.settings)
+    # Monte Carlo sd of each estimate is about 0.02 nats with 4000 draws; 0.1 is five of them.
+    assert abs(float(out.elpd_i.values[j]) - float(psis.elpd_i.values[j])) < 0.1
+    others = np.arange(sleep_fit.design.nobs) != j
+    np.testing.assert_array_equal(out.elpd_i.values[others], psis.elpd_i.values[others])
+
+
+def test_reloo_of_a_group_left_without_rows():
+    """Dropping the only row of a group keeps the level with its prior: its effect is then a draw from N(0, T)."""
+    import copy
+
+    from bayeslmm.reloo import drop_rows, refit_loo
+
+    rng = np.random.default_rng(1)
+    g = np.r_[np.repeat(np.arange(6), 5), 6]
+    x = rng.normal(size=g.size)
+    d = pd.DataFrame({"y": 1 + 0.5 * x + rng.normal(0, 1, 7)[g] + rng.normal(size=g.size), "x": x, "g": g})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayeslmm.lmer("y ~ x + (1|g)", d, draws=200, tune=200, chains=2, random_seed=3, progressbar=False)
+    smaller = drop_rows(fit.design, [30])
+    assert smaller.nobs == 30 and smaller.blocks[0].levels == fit.design.blocks[0].levels
+    assert not (smaller.blocks[0].group_idx == 6).any()
+    psis = fitstats.psis_loo(fit.idata, fit.design, fit.params)
+    forced = copy.deepcopy(psis)
+    forced.pareto_k.values[:] = 0.0
+    forced.pareto_k.values[30] = 1.0
+    out = refit_loo(forced, fit.idata, fit.design, fit.priors, fit.parameterization, fit.settings)
+    assert np.isfinite(out.elpd_i.values[30]) and out.pareto_k.values[30] == 0

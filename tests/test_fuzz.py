@@ -394,8 +394,6 @@ NEWDATA_DEFECTS = ["none", "missing_x", "missing_g", "missing_k", "unseen_k", "u
     interval=st.sampled_from([0.95, 0.5, 0.0, 1.0, -1.0, float("nan")]),
 )
 def test_predict_on_random_newdata(fits, defect, which, n, re_form, new_levels, kind, interval):
-    from bayeslmm.predict import predict
-
     nd = fits["data"].sample(n=n, random_state=n, replace=True).reset_index(drop=True)
     culprit = None
     if defect.startswith("missing_"):
@@ -432,8 +430,8 @@ def test_predict_on_random_newdata(fits, defect, which, n, re_form, new_levels, 
     elif defect == "object_x":
         nd["x"] = nd["x"].astype(object)
     before = copy.deepcopy(nd)
-    pred, err, _ = outcome(predict, fits[which], nd, re_form=re_form, new_levels=new_levels, kind=kind,
-                           interval=interval, random_seed=1)
+    pred, err, _ = outcome(fits[which].predict, nd, re_form=re_form, new_levels=new_levels, kind=kind,
+                           level=interval, random_seed=1)
     frames_equal(nd, before)
     if err is None:
         assert len(pred) == len(nd) and np.isfinite(pred.to_numpy()).all()
@@ -458,10 +456,9 @@ def test_predict_on_random_newdata(fits, defect, which, n, re_form, new_levels, 
 @pytest.mark.parametrize("which", ["nuts", "reml"])
 def test_predict_errors_name_the_column(fits, change, culprit, which):
     from bayeslmm import PredictionError
-    from bayeslmm.predict import predict
 
     with pytest.raises(PredictionError, match=f"'{culprit}'"):
-        predict(fits[which], change(fits["data"].iloc[:4].copy()))
+        fits[which].predict(change(fits["data"].iloc[:4].copy()))
 
 
 PROBS = [0.95, 0.5, 0.999, 0.0, 1.0, -0.5, 2, float("nan"), "0.9", None, True]
@@ -482,7 +479,7 @@ def test_tables_with_random_prob(fits, prob, which):
 
 def test_summary_with_a_string_prob(fits):
     # found by fuzzing: interval_names used to format prob before it was checked
-    with pytest.raises(BayesLMMError, match="prob"):
+    with pytest.raises(BayesLMMError, match="level"):
         fits["nuts"].summary("0.9")
 
 

@@ -17,7 +17,7 @@ import xarray as xr
 
 import bayeslmm
 from bayeslmm import PersistenceError, io
-from bayeslmm.predict import predict
+
 
 
 def _data() -> pd.DataFrame:
@@ -67,7 +67,7 @@ def _assert_same_fit(a, b, data) -> None:
         pd.testing.assert_frame_equal(table, b.ranef()[factor])
     nd = _newdata(data)
     for kwargs in ({}, {"re_form": "~0"}, {"kind": "response", "random_seed": 5}, {"new_levels": "sample", "random_seed": 2}):
-        pd.testing.assert_frame_equal(predict(a, nd, **kwargs), predict(b, nd, **kwargs))
+        pd.testing.assert_frame_equal(a.predict(nd, **kwargs), b.predict(nd, **kwargs))
     assert str(a.summary()) == str(b.summary())
 
 
@@ -155,7 +155,7 @@ def test_reml_file_round_trip_and_prediction(data, tmp_path):
     assert back.method == "ML"
     pd.testing.assert_frame_equal(back.fixef(), reml.fixef())
     nd = _newdata(data)
-    pd.testing.assert_frame_equal(predict(back, nd), predict(reml, nd))
+    pd.testing.assert_frame_equal(back.predict(nd), reml.predict(nd))
 
 
 def test_save_to_a_bad_place(fit, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from conftest import bayes_fit, case, case_names
 
 from bayeslmm import naming
-from bayeslmm.tables import draws
+from conftest import draws
 
 
 @pytest.mark.parametrize("name", case_names())

@@ -61,3 +61,11 @@ def test_notebook_runs(path, monkeypatch):
     assert "Fixed effects:" in text
     images = sum("image/png" in o.get("data", {}) for c in code for o in c.outputs)
     assert images >= 2, "the figures are shown inline"
+    if path.name == "sleepstudy.ipynb":  # a cell holding the fit, and one holding its summary, show as HTML
+        html = [o["data"]["text/html"] for c in code for o in c.outputs if "text/html" in o.get("data", {})]
+        assert any("Bayesian linear mixed model" in h and "Std.Dev." in h and "<table" in h for h in html)
+        assert any("Fixed effects" in h and "Rhat" in h and "Priors" in h for h in html)
+    warned = [o.get("text", "") for c in code for o in c.outputs if o.output_type == "stream" and o.name == "stderr"]
+    # ArviZ's bare Pareto-k warning never leaks: loo() refits flagged rows (with full draws the examples
+    # run clean) or says how to (with these tiny draw counts, many rows are flagged)
+    assert not any("Estimated shape parameter of Pareto" in w for w in warned)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import matplotlib
@@ -54,9 +55,9 @@ def panels(fig: Figure) -> list[Axes]:
 # Group effects
 # ---------------------------------------------------------------------------
 def test_caterpillar_one_sorted_point_and_interval_per_level(sleep_fit):
-    fig = sleep_fit.plot.caterpillar(prob=0.9)
+    fig = sleep_fit.plot.caterpillar(level=0.9)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
-    tab = sleep_fit.ranef(prob=0.9, long=True)
+    tab = sleep_fit.ranef(level=0.9, long=True)
     for ax, term in zip(fig.axes, ["(Intercept)", "Days"]):
         assert term in ax.get_title()
         x = ax.lines[0].get_xdata()
@@ -86,7 +87,7 @@ def test_caterpillar_first_term_order_and_filters(sleep_fit):
 
 
 def test_trajectories_one_panel_per_subject_with_coef_lines(sleep_fit):
-    fig = sleep_fit.plot.trajectories("Days", prob=0.9)
+    fig = sleep_fit.plot.trajectories("Days", level=0.9)
     assert len(fig.axes) == N_SUBJECTS
     coef = sleep_fit.coef()["Subject"]
     fixef = sleep_fit.fixef()["Estimate"]
@@ -255,3 +256,89 @@ def test_accessor_lists_every_plot(sleep_fit):
         if name != "FitPlots":
             assert name in text
             assert getattr(sleep_fit.plot, name).__doc__ == getattr(plots, name).__doc__
+
+
+# ---------------------------------------------------------------------------
+# Report-ready at savefig's defaults: no text cut off, no title over tick labels
+# ---------------------------------------------------------------------------
+def _texts(fig):
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    out = []
+    for ax in fig.axes:
+        titles = [c for c in ax.get_children() if isinstance(c, Text) and c.get_text()]
+        labels = [
+            t
+            for axis, ticks in ((ax.xaxis, ax.get_xticklabels()), (ax.yaxis, ax.get_yticklabels()))
+            if ax.axison and axis.get_visible()
+            for t in (axis.label, *ticks)
+        ]
+        out += [(ax, "title", t) for t in titles] + [(ax, "label", t) for t in labels if t.get_text()]
+    return [(ax, kind, t) for ax, kind, t in out if t.get_visible()]
+
+
+def assert_report_ready(fig):
+    renderer = fig.canvas.get_renderer()
+    texts = _texts(fig)
+    inside = lambda b: b.x0 >= -1 and b.y0 >= -1 and b.x1 <= fig.bbox.width + 1 and b.y1 <= fig.bbox.height + 1  # noqa: E731
+    drawn = {ax: ax.get_tightbbox(renderer) for ax in fig.axes if ax.axison}  # what each panel draws
+    for ax, box in drawn.items():  # inside the saved area (savefig's default bbox is the figure)
+        assert inside(box), f"panel {ax.get_title()!r} extends outside the figure: {box}"
+    for legend in fig.legends:
+        assert inside(legend.get_window_extent(renderer))
+    boxes = [(ax, kind, t, t.get_window_extent(renderer)) for ax, kind, t in texts if ax in drawn]
+    boxes = [(ax, kind, t, b) for ax, kind, t, b in boxes if drawn[ax].contains(*b.p0) or kind == "title"]
+    for ax, kind, t, b in boxes:
+        if kind != "title":
+            continue
+        for other_ax, other_kind, u, c in boxes:
+            if other_ax is not ax and other_kind == "label":
+                assert not b.overlaps(c), f"title {t.get_text()!r} overlaps {u.get_text()!r}"
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda f: f.plot.rank(),
+        lambda f: f.plot.trace(),
+        lambda f: f.plot.residuals().figure,
+        lambda f: f.plot.residuals(by="Subject"),
+        lambda f: f.plot.observed_fitted(by="Subject", facet=False).figure,
+        lambda f: f.plot.qq(),
+        lambda f: f.plot.caterpillar(),
+        lambda f: f.plot.shrinkage(),
+        lambda f: f.plot.trajectories("Days", level=0.9),
+        lambda f: f.plot.forest(),
+        lambda f: dataclasses.replace(f, idata=f.idata.copy()).plot.ppc(num_samples=10, random_seed=1),
+        lambda f: bayeslmm.compare(f, f.reml()).plot(),
+    ],
+    ids=["rank", "trace", "residuals", "residuals_by", "observed_fitted", "qq", "caterpillar", "shrinkage",
+         "trajectories", "forest", "ppc", "compare"],
+)
+def test_every_plot_is_report_ready(sleep_fit, draw):
+    assert_report_ready(draw(sleep_fit))
+
+
+def test_ppc_names_observed_and_replicated(int_fit):
+    fig = int_fit.plot.ppc(num_samples=10, random_seed=1)
+    (ax,) = panels(fig)
+    assert ax.get_xlabel() == "Reaction" and ax.get_ylabel() == "density"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["observed data", "10 replicated data sets"]
+
+
+def test_forest_has_readable_headers_and_a_zero_line(sleep_fit):
+    fig = sleep_fit.plot.forest(var_names=["r_Subject"])
+    headers = [t.get_text() for ax in fig.axes[:-1] for t in ax.get_xticklabels()]
+    assert headers == ["parameter", "Subject", "Subject term"]  # not Subject__level / Subject__term
+    zero = [line for line in fig.axes[-1].lines if list(line.get_xdata()) == [0.0, 0.0]]
+    assert len(zero) == 1
+
+
+def test_trajectories_legend_names_each_line(sleep_fit):
+    fig = sleep_fit.plot.trajectories("Days", level=0.9)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "observed", "Subject's fitted line (coef)", "90% credible band", "population line (fixed effects)"
+    ]

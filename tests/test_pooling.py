@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from bayeslmm import BayesLMMError
 from bayeslmm.api import design_for
-from bayeslmm.pooling import no_pooling_fits, pooling
-from bayeslmm.predict import ParamDraws, posterior_params
+from bayeslmm.paramdraws import ParamDraws
+from bayeslmm.pooling import no_pooling_fits, pooling_table
 from conftest import bayes_fit
 
 COLUMNS = ["grpvar", "grp", "term", "n", "complete_pooling", "no_pooling", "partial_pooling"]
 
 
-@dataclass
-class PointFit:
-    design: object
-    params: ParamDraws
-
-    def param_draws(self) -> ParamDraws:
-        return self.params
-
-
-def _point_fit(design) -> PointFit:
-    params = ParamDraws(
+def _point_params(design) -> ParamDraws:
+    return ParamDraws(
         beta=np.zeros((1, len(design.fixed_names))),
         sigma=np.ones(1),
         ranef=tuple(np.zeros((1, b.n_levels, b.q)) for b in design.blocks),
-        cov=tuple(np.eye(b.q)[None] for b in design.blocks),
+        sd=tuple(np.ones((1, b.q)) for b in design.blocks),
+        cor=tuple(np.eye(b.q)[None] for b in design.blocks),
     )
-    return PointFit(design, params)
 
 
 def test_layout_and_group_sizes(sleep_fit):
@@ -69,7 +58,7 @@ def test_partial_pooling_is_coef_and_shrinks(sleep_fit):
     # With correlated intercepts and slopes, shrinkage is toward the centre in two dimensions (one
     # coordinate can overshoot the complete-pooling value), so measure it in the metric of the group
     # covariance T: the BLUP is T(T + S)^-1 (no pooling - complete), a contraction in that metric.
-    T = posterior_params(sleep_fit.design, sleep_fit.idata).cov[0].mean(axis=0)
+    T = sleep_fit.params.cov[0].mean(axis=0)
     wide = tab.pivot(index="grp", columns="term")
     terms = ["(Intercept)", "Days"]
     c, n, p = (wide[k][terms].to_numpy() for k in ("complete_pooling", "no_pooling", "partial_pooling"))
@@ -113,12 +102,12 @@ def test_groups_that_cannot_be_fit_are_nan_with_a_note():
     df = pd.DataFrame({"y": rng.normal(size=23), "x": np.r_[np.tile(np.arange(5.0), 4), 1.0, 2.0, 3.0]})
     df["g"] = ["a"] * 5 + ["b"] * 5 + ["c"] * 5 + ["d"] * 5 + ["e", "f", "f"]
     df.loc[df["g"] == "d", "x"] = 2.0  # no spread in x: the slope cannot be estimated
-    fit = _point_fit(design_for("y ~ x + (x | g)", df))
+    design = design_for("y ~ x + (x | g)", df)
     with pytest.warns(UserWarning, match="'d', 'e'"):
-        tab = pooling(fit)
+        tab = pooling_table(design, _point_params(design))
     nan_levels = sorted(tab.loc[tab["no_pooling"].isna(), "grp"].unique())
     assert nan_levels == ["d", "e"]
     assert "d" in tab.attrs["note"] and "e" in tab.attrs["note"]
     assert tab.loc[tab["grp"] == "f", "no_pooling"].notna().all()
     with pytest.raises(BayesLMMError, match="'h'"):
-        pooling(fit, factor="h")
+        pooling_table(design, _point_params(design), factor="h")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -12,20 +11,8 @@ import pytest
 import arviz as az
 from bayeslmm import PredictionError, naming, predict as predict_mod
 from bayeslmm.api import design_for
-from bayeslmm.design import Design
-from bayeslmm.predict import ParamDraws, posterior_params
-from bayeslmm.tables import draws
-
-
-@dataclass
-class PointFit:
-    """A fit that hands its parameters over directly, as a REML fit will."""
-
-    design: Design
-    params: ParamDraws
-
-    def param_draws(self) -> ParamDraws:
-        return self.params
+from bayeslmm.paramdraws import ParamDraws, sample_new_effects
+from conftest import draws
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +34,10 @@ def crossed():
         beta=rng.normal(size=(S, 2)),
         sigma=np.abs(rng.normal(size=S)) + 0.5,
         ranef=tuple(rng.normal(size=(S, b.n_levels, b.q)) for b in design.blocks),
-        cov=tuple(np.broadcast_to(np.eye(b.q), (S, b.q, b.q)).copy() for b in design.blocks),
+        sd=tuple(np.ones((S, b.q)) for b in design.blocks),
+        cor=tuple(np.broadcast_to(np.eye(b.q), (S, b.q, b.q)).copy() for b in design.blocks),
     )
-    return df, design, PointFit(design, params)
+    return df, design, params
 
 
 def test_training_prediction_equals_fitted(sleep_fit):
@@ -81,26 +69,25 @@ def test_population_prediction_needs_no_grouping_column(sleep_fit):
 
 
 def test_re_form_formula_picks_factors(crossed):
-    df, design, fit = crossed
-    p = fit.params
+    df, design, p = crossed
     ka = [k for k, b in enumerate(design.blocks) if b.factor == "a"][0]
     kb = 1 - ka
     gather = lambda k: np.einsum(  # noqa: E731
         "snq,nq->sn", p.ranef[k][:, design.blocks[k].group_idx], design.blocks[k].Z
     )
     only_a = p.beta @ design.X.T + gather(ka)
-    np.testing.assert_allclose(predict_mod.predict(fit, re_form="~(1|a)")["Estimate"], only_a.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(predict_mod.predict(design, p, re_form="~(1|a)")["Estimate"], only_a.mean(axis=0), rtol=1e-12)
     # Only the factor matters, not the terms left of the bar.
     np.testing.assert_allclose(
-        predict_mod.predict(fit, re_form="(x|a)")["Estimate"], only_a.mean(axis=0), rtol=1e-12
+        predict_mod.predict(design, p, re_form="(x|a)")["Estimate"], only_a.mean(axis=0), rtol=1e-12
     )
-    both = predict_mod.predict(fit)
+    both = predict_mod.predict(design, p)
     np.testing.assert_allclose(both["Estimate"], (only_a + gather(kb)).mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(predict_mod.predict(fit, re_form="~(1|a) + (1|b)")["Estimate"], both["Estimate"])
+    np.testing.assert_allclose(predict_mod.predict(design, p, re_form="~(1|a) + (1|b)")["Estimate"], both["Estimate"])
     with pytest.raises(PredictionError, match="'c'"):
-        predict_mod.predict(fit, re_form="~(1|c)")
+        predict_mod.predict(design, p, re_form="~(1|c)")
     with pytest.raises(PredictionError, match="re_form"):
-        predict_mod.predict(fit, re_form=3.5)
+        predict_mod.predict(design, p, re_form=3.5)
 
 
 def test_response_intervals_are_wider_than_mean_intervals(sleep_fit):
@@ -138,9 +125,8 @@ def test_new_levels(sleep_fit):
 
 
 def test_sampled_new_effects_have_the_group_covariance(sleep_fit):
-    params = posterior_params(sleep_fit.design, sleep_fit.idata)
-    cov = params.cov[0][:50]
-    new = predict_mod.sample_new_effects(cov, 4000, np.random.default_rng(0))
+    cov = sleep_fit.params.cov[0][:50]
+    new = sample_new_effects(cov, 4000, np.random.default_rng(0))
     emp = np.einsum("snq,snr->sqr", new, new) / new.shape[1]
     se = np.sqrt((cov**2 + np.einsum("sqq,srr->sqr", cov, cov)) / new.shape[1])
     assert np.all(np.abs(emp - cov) < 5 * se)
@@ -153,15 +139,15 @@ def test_bad_arguments_raise(sleep_fit):
         sleep_fit.predict(kind="link")
     with pytest.raises(PredictionError, match="new_levels"):
         sleep_fit.predict(new_levels="zero")
-    with pytest.raises(PredictionError, match="interval"):
-        sleep_fit.predict(interval=95)
+    with pytest.raises(PredictionError, match="level"):
+        sleep_fit.predict(level=95)
 
 
 def test_chunking_does_not_change_results(sleep_fit, monkeypatch):
     nd = sleep_fit.design.frame.iloc[:37]
-    whole = sleep_fit.predict(nd, interval=0.9)
+    whole = sleep_fit.predict(nd, level=0.9)
     monkeypatch.setattr(predict_mod, "CHUNK_VALUES", 4000 * 2 * 5)  # 5 rows per chunk
-    chunked = sleep_fit.predict(nd, interval=0.9)
+    chunked = sleep_fit.predict(nd, level=0.9)
     pd.testing.assert_frame_equal(whole, chunked)
     assert list(whole.columns[2:]) == ["l-90% CI", "u-90% CI"]
 

@@ -1,5 +1,7 @@
 """The REML/ML fit object: lme4's extractors, summary, comparison with a Bayesian fit, REML inits."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,16 +24,20 @@ def reml():
 def test_extractors_have_lme4_shapes(reml):
     ref = case("sleep_slopes")
     fx = reml.fixef()
-    assert list(fx.columns) == ["Estimate", "Std. Error", "t value"]
+    assert list(fx.columns) == ["Estimate", "Std. Error", "l-95% CI", "u-95% CI", "t value"]
     np.testing.assert_allclose(fx["Estimate"], [ref["fixef"]["(Intercept)"], ref["fixef"]["Days"]], rtol=1e-4)  # fixef(fm)
     np.testing.assert_allclose(fx["t value"], fx["Estimate"] / fx["Std. Error"])
+    z = 1.959963984540054  # qnorm(0.975): confint(fm, parm = "beta_", method = "Wald")
+    np.testing.assert_allclose(fx["l-95% CI"], fx["Estimate"] - z * fx["Std. Error"], rtol=1e-12)
+    np.testing.assert_allclose(fx["u-95% CI"], fx["Estimate"] + z * fx["Std. Error"], rtol=1e-12)
     vc = reml.VarCorr()  # as.data.frame(VarCorr(fm))
     assert list(vc.columns) == ["grp", "var1", "var2", "vcov", "sdcor"]
     assert vc.shape[0] == 4
     re = reml.ranef()["Subject"]  # ranef(fm)$Subject
     assert re.shape == (18, 2)
     long = reml.ranef(long=True)  # as.data.frame(ranef(fm, condVar = TRUE))
-    assert list(long.columns) == ["grpvar", "term", "grp", "condval", "condsd"]
+    assert list(long.columns) == ["grpvar", "term", "grp", "condval", "condsd", "l-95% CI", "u-95% CI"]
+    np.testing.assert_allclose(long["u-95% CI"] - long["condval"], z * long["condsd"], rtol=1e-12)  # dotplot(ranef(fm))
     co = reml.coef()["Subject"]  # coef(fm)$Subject
     np.testing.assert_allclose(co.to_numpy(), re.to_numpy() + fx["Estimate"].to_numpy())
     np.testing.assert_allclose(reml.fitted() + reml.resid(), case_data("sleep_slopes")["Reaction"])
@@ -75,7 +81,9 @@ def test_bayes_fit_reml_and_compare(sleep_fit):
     reml = sleep_fit.reml()
     assert reml is sleep_fit.reml()  # computed once
     assert reml.REMLcrit() == pytest.approx(case("sleep_slopes")["reml_criterion"], abs=1e-3)
-    cmp = compare(sleep_fit, reml)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas: no partial-key column assignment on a MultiIndex frame
+        cmp = compare(sleep_fit, reml)
     t = cmp.table
     assert list(t.index) == ["(Intercept)", "Days", "sd((Intercept)|Subject)", "sd(Days|Subject)",
                              "cor((Intercept),Days|Subject)", "sigma"]
@@ -86,6 +94,10 @@ def test_bayes_fit_reml_and_compare(sleep_fit):
     assert inside.all()  # on sleepstudy every REML estimate lies inside the 95% credible interval
     fig = cmp.plot()
     assert len(fig.axes) == 6
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "NUTS: estimate, 95% credible interval", "REML: estimate, 95% Wald confidence interval"
+    ]
+    assert "95% intervals" in fig.get_suptitle()
     for ax, kind in zip(fig.axes, t["kind"]):
         assert len(ax.lines) == 2  # one dot per fit
         # intervals: the credible interval, plus the REML Wald interval for fixed effects (sds have no SE)
@@ -119,15 +131,19 @@ def test_reml_initvals_reproduce_the_reml_estimates():
 
 
 def test_reml_predict_matches_lme4_semantics(reml):
-    np.testing.assert_allclose(reml.predict(), reml.fitted())  # predict(fm) == fitted(fm)
+    np.testing.assert_allclose(reml.predict()["Estimate"], reml.fitted())  # predict(fm) == fitted(fm)
     new = pd.DataFrame({"Days": [0, 5], "Subject": [308, 999]})
     beta = reml.fixef()["Estimate"]
     pop = reml.predict(new, re_form="~0")  # predict(fm, newdata, re.form = NA)
-    np.testing.assert_allclose(pop, beta["(Intercept)"] + beta["Days"] * new.Days)
-    cond = reml.predict(new)  # allow.new.levels = TRUE: unseen subject 999 gets the population line
+    np.testing.assert_allclose(pop["Estimate"], beta["(Intercept)"] + beta["Days"] * new.Days)
+    # the fixed-effect-part standard error sqrt(x' vcov(fm) x), never 0
+    X = np.column_stack([np.ones(2), new.Days])
+    np.testing.assert_allclose(pop["Std. Error"], np.sqrt(np.einsum("ij,jk,ik->i", X, reml.vcov().to_numpy(), X)))
+    assert (pop["Std. Error"] > 0).all() and (pop["u-95% CI"] > pop["l-95% CI"]).all()
+    cond = reml.predict(new)["Estimate"]  # allow.new.levels = TRUE: unseen subject 999 gets the population line
     co = reml.coef()["Subject"].loc["308"]
     assert cond.iloc[0] == pytest.approx(co["(Intercept)"])
-    assert cond.iloc[1] == pytest.approx(pop.iloc[1])
+    assert cond.iloc[1] == pytest.approx(pop["Estimate"].iloc[1])
     with pytest.raises(bayeslmm.PredictionError, match="999"):
         reml.predict(new, new_levels="error")
     with pytest.raises(bayeslmm.PredictionError, match="NUTS"):

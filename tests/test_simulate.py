@@ -11,7 +11,7 @@ import pytest
 import bayeslmm
 from bayeslmm import BayesLMMError, naming
 from bayeslmm.errors import ParameterError
-from bayeslmm.tables import draws
+from conftest import draws
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 # Close to lme4's REML fit of sleepstudy.
@@ -124,3 +124,9 @@ def test_parameters_are_recovered_by_a_fit(predictors):
     for name, (x, truth) in recovered.items():
         lo, hi = np.quantile(x, [0.025, 0.975])
         assert lo < truth < hi, (name, lo, hi)
+
+
+def test_help_documents_the_params_format():
+    doc = bayeslmm.simulate.__doc__  # what help(bayeslmm.simulate) shows
+    for piece in ['"beta"', '"sigma"', '"sd"', '"cor"', '{"cov": q×q}', '"Subject.1"', "single sd"]:
+        assert piece in doc, piece

@@ -9,7 +9,7 @@ import pytest
 import bayeslmm
 from bayeslmm import naming
 from bayeslmm.errors import ConvergenceWarning, DataWarning
-from bayeslmm.tables import draws
+from conftest import draws
 
 
 def test_fixef_columns_follow_brms(sleep_fit):
@@ -23,7 +23,7 @@ def test_fixef_columns_follow_brms(sleep_fit):
 
 
 def test_interval_level_is_settable(sleep_fit):
-    fx = sleep_fit.fixef(prob=0.9)
+    fx = sleep_fit.fixef(level=0.9)
     assert "l-90% CI" in fx.columns
     assert (fx["u-90% CI"] < sleep_fit.fixef()["u-95% CI"]).all()
 
@@ -89,6 +89,35 @@ def test_summary_reads_like_lme4(sleep_fit):
         assert piece in text, piece
     html = s._repr_html_()
     assert "<table" in html and "Fixed effects" in html
+    # brms prints Rhat with two decimals and ESS as whole numbers, not 0.99985 / 1876.0
+    fixed_lines = text.split("Fixed effects:")[1].splitlines()[2:4]
+    for line in fixed_lines:
+        rhat, bulk, tail = line.split()[-3:]
+        assert rhat in ("1.00", "1.01") and bulk.isdigit() and tail.isdigit(), line
+    # the CLI cannot reach fit.priors, so the summary lists the priors itself
+    assert "Priors:" in text and "HalfCauchy" in text and "see fit.priors" not in text
+
+
+def test_print_and_html_of_the_fit(sleep_fit):
+    text = str(sleep_fit)  # lme4's print(fm): title, formula, random-effect sds, fixed effects
+    lines = text.splitlines()
+    assert lines[0].startswith("Bayesian linear mixed model fit by NUTS")
+    assert "Formula: Reaction ~ Days + (Days | Subject)" in text and "Std.Dev." in text and "Variance" not in text
+    assert lines[-2].split() == ["(Intercept)", "Days"]
+    np.testing.assert_allclose([float(v) for v in lines[-1].split()], sleep_fit.fixef()["Estimate"], atol=0.006)
+    assert repr(sleep_fit) == text
+    html = sleep_fit._repr_html_()
+    assert html.count("<table") == 2 and "Random effects" in html and "(Intercept)" in html
+
+
+def test_numbers_are_formatted_as_r_formats_a_column():
+    from bayeslmm.summary import format_column
+
+    assert format_column([612.09, 35.07, 654.94]) == ["612.09", "35.07", "654.94"]  # lme4's Variance column
+    assert format_column([24.7404, 5.92213, 25.5918]) == ["24.740", "5.922", "25.592"]  # 4 digits of 5.922
+    assert format_column([42.0, 5.25]) == ["42.00", "5.25"]  # format(c(42, 5.25), digits = 4)
+    assert format_column([41.99999, 1.234]) == ["42.000", "1.234"]
+    assert format_column([1.0, np.nan]) == ["1", ""]
 
 
 def test_idata_and_model_exposed(sleep_fit):
@@ -151,6 +180,9 @@ def test_missing_rows_warn_with_count_through_lmer(small):
     with pytest.warns(DataWarning, match="Dropped 2 of 48"):
         fit = bayeslmm.lmer("y ~ x + (1|g)", data, draws=50, tune=50, chains=1, random_seed=1, progressbar=False)
     assert fit.nobs() == 46
+    text = str(fit.summary())  # one chain: no R-hat, and the summary says why
+    assert "max R-hat: not computed (one chain)" in text and "R-hat compares chains" in text
+    assert "1 chain x 50 draws" in text
     assert list(fit.fitted().index) == list(data.index[2:])
     with pytest.raises(bayeslmm.DataError, match="2 row"):
         bayeslmm.lmer("y ~ x + (1|g)", data, na_action="raise")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bayeslmm import BayesLMMError, naming
-from bayeslmm.tables import draws
+from conftest import draws
 
 BROOM = ["effect", "group", "term", "estimate", "std.error", "conf.low", "conf.high"]
 
@@ -50,14 +50,14 @@ def test_ran_vals_and_ran_coefs(sleep_fit):
     assert (t["group"] == "Subject").all()
 
 
-def test_conf_level_and_bad_arguments(sleep_fit):
-    wide = sleep_fit.tidy("fixed", conf_level=0.99)
-    narrow = sleep_fit.tidy("fixed", conf_level=0.5)
+def test_level_and_bad_arguments(sleep_fit):
+    wide = sleep_fit.tidy("fixed", level=0.99)
+    narrow = sleep_fit.tidy("fixed", level=0.5)
     assert ((wide["conf.high"] - wide["conf.low"]) > (narrow["conf.high"] - narrow["conf.low"])).all()
     with pytest.raises(BayesLMMError, match="ran_par"):
         sleep_fit.tidy("ran_par")
-    with pytest.raises(BayesLMMError, match="conf_level"):
-        sleep_fit.tidy(conf_level=95)
+    with pytest.raises(BayesLMMError, match="level"):
+        sleep_fit.tidy(level=95)
 
 
 def test_glance(sleep_fit):
