@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import naming, tables
-from .design import Design, _factor_labels
+from .design import Design
 from .newdata import NewDesign, encode_new_data
 from .errors import FormulaError, PredictionError
 from .formula import parse_formula
@@ -167,18 +167,8 @@ class Rows:
 
     @classmethod
     def from_new(cls, design: Design, nd: NewDesign, newdata: pd.DataFrame) -> Rows:
-        """Encoded new rows; ``newdata`` gives the labels of unseen levels."""
-        codes = []
-        frame = newdata.reset_index(drop=True)
-        for b, idx, levels in zip(design.blocks, nd.group_idx, nd.new_levels):
-            code = np.full(idx.shape[0], -1, dtype=np.int64)
-            unseen = idx < 0
-            if unseen.any():
-                pos = {lab: j for j, lab in enumerate(levels)}
-                labels = _factor_labels(frame.loc[unseen], b.factor_vars)
-                code[unseen] = [pos[lab] for lab in labels]
-            codes.append(code)
-        return cls(nd.X, tuple(nd.group_idx), tuple(nd.Z), tuple(nd.new_levels), tuple(codes))
+        """Encoded new rows (unseen levels numbered by :func:`bayeslmm.newdata.encode_new_data`)."""
+        return cls(nd.X, tuple(nd.group_idx), tuple(nd.Z), tuple(nd.new_levels), tuple(nd.new_code))
 
     def take(self, sel: slice) -> Rows:
         """A contiguous subset of the rows."""
@@ -343,6 +333,11 @@ def resolve_re_form(design: Design, re_form: Any) -> tuple[bool, ...]:
 # ---------------------------------------------------------------------------
 # Fit-level functions
 # ---------------------------------------------------------------------------
+def _kind_text(block: Any) -> str:
+    kinds = {"number": "numbers", "string": "strings", "bool": "True/False values"}
+    return " and ".join(kinds.get(k, k) for k in block.kinds) or "labels"
+
+
 def _check_args(kind: str, new_levels: str, interval: float) -> None:
     if kind not in _KINDS:
         raise PredictionError(f"kind must be one of {list(_KINDS)}, got {kind!r}.")
@@ -356,7 +351,7 @@ def predict(
     fit: Any,
     newdata: pd.DataFrame | None = None,
     re_form: Any = None,
-    new_levels: str = "population",
+    new_levels: str = "error",
     kind: str = "mean",
     interval: float = 0.95,
     random_seed: int | None = None,
@@ -374,10 +369,12 @@ def predict(
     re_form
         Which group effects enter; see :func:`resolve_re_form`.
     new_levels
-        Levels of a grouping factor not seen in the fit: ``"population"``
-        gives them a group effect of 0, ``"sample"`` draws a new effect from
-        N(0, T) per posterior draw (one per new level, shared by its rows),
-        ``"error"`` raises.
+        Levels of a grouping factor not seen in the fit: ``"error"`` (the
+        default, as lme4's ``allow.new.levels = FALSE``) raises, listing
+        them; ``"population"`` gives them a group effect of 0; ``"sample"``
+        draws a new effect from N(0, T) per posterior draw (one per new level,
+        shared by its rows). Values are matched as the type the fit saw: a
+        number ``308.0`` is the level ``308``, a string ``" 308"`` is not.
     kind
         ``"mean"``: the expected value per draw (credible interval);
         ``"response"``: adds N(0, σ) noise per draw (prediction interval).
@@ -418,10 +415,14 @@ def predict(
             continue
         b = design.blocks[k]
         if new_levels == "error":
+            shown = ", ".join(levels[:5]) + (f" and {len(levels) - 5} more" if len(levels) > 5 else "")
             raise PredictionError(
-                f"newdata has {len(levels)} level(s) of grouping factor {b.factor!r} not seen in the fit: "
-                f"{list(levels[:10])}{' ...' if len(levels) > 10 else ''}. Use new_levels='population' "
-                "(group effect 0) or new_levels='sample' (draw new group effects), or drop those rows."
+                f"newdata has {len(levels)} level(s) of the grouping factor {b.factor!r} that the fit did not see: "
+                f"{shown} (values are matched as the type the fit saw: {b.factor!r} held {_kind_text(b)}). "
+                "As lme4 does by default (allow.new.levels = FALSE), bayeslmm refuses them; to predict them, pass "
+                "new_levels='population' (group effect 0) or new_levels='sample' (new group effects drawn from "
+                "the fitted covariance) -- on the command line --new-levels population or sample -- or fix or drop "
+                "those rows."
             )
         new_effects.append(sample_new_effects(params.cov[k], len(levels), rng) if new_levels == "sample" else None)
 

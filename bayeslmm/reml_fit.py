@@ -181,12 +181,13 @@ class REMLFit(FitBase):
         r = self.result
         return ParamDraws.point(r.beta, r.sigma, r.ranef, r.block_cov)
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form=None, new_levels: str = "population") -> pd.Series:
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=None, new_levels: str = "error") -> pd.Series:
         """``predict(fm, newdata, re.form)``: point predictions, as lme4 gives them.
 
         ``re_form="~0"`` (or ``"NA"``) gives population-level predictions;
-        unseen levels get a group effect of 0 (``new_levels="population"``,
-        lme4's ``allow.new.levels = TRUE``) or raise (``"error"``). For
+        unseen levels raise (``new_levels="error"``, lme4's default
+        ``allow.new.levels = FALSE``) or get a group effect of 0
+        (``"population"``, lme4's ``allow.new.levels = TRUE``). For
         intervals, fit the model by NUTS.
         """
         from .errors import PredictionError

@@ -176,7 +176,7 @@ class BayesFit(FitBase):
         self,
         newdata: pd.DataFrame | None = None,
         re_form: Any = None,
-        new_levels: str = "population",
+        new_levels: str = "error",
         kind: str = "mean",
         interval: float = 0.95,
         random_seed: int | None = None,
