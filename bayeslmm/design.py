@@ -227,7 +227,8 @@ def _evaluate(model: Any, frame: pd.DataFrame, env: Environment, what: str, pars
     if closed:
         check_model(model, parsed.text)  # the very objects formulae evaluates next
     try:
-        return DesignMatrices(model, frame, env)
+        with np.errstate(all="ignore"):  # non-finite results are reported by check_values, naming the column
+            return DesignMatrices(model, frame, env)
     except Exception as exc:  # formulae raises bare ValueError/KeyError/NameError
         raise DataError(f"Could not evaluate {what} on the data: {exc}") from None
 
