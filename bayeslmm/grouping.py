@@ -37,18 +37,12 @@ def value_kind(values: pd.Series) -> str:
         return "bool"
     if pd.api.types.is_numeric_dtype(values):
         return "number"
-    kinds = {_kind_of(v) for v in values.dropna()}
-    return kinds.pop() if len(kinds) == 1 else "string"
-
-
-def _kind_of(v: Any) -> str | None:
-    if isinstance(v, (bool, np.bool_)):
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    if inferred == "boolean":
         return "bool"
-    if isinstance(v, (int, float, np.integer, np.floating)):
+    if inferred in ("integer", "floating", "mixed-integer-float", "decimal"):
         return "number"
-    if isinstance(v, str):
-        return "string"
-    return None
+    return "string"
 
 
 def plain(v: Any) -> Any:
@@ -86,6 +80,18 @@ def _sorted_levels(s: pd.Series) -> list[Any]:
         return sorted(uniq, key=str)
 
 
+def _unique_rows(codes: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of non-negative integer codes (in lexicographic order) and each row's index among them."""
+    if float(np.prod(np.asarray(sizes, dtype=float))) < 2.0**62:  # one integer per row: a fast 1-d sort
+        strides = np.cumprod([1] + sizes[:0:-1])[::-1].astype(np.int64)
+        flat = codes.astype(np.int64) @ strides
+        uniq_flat, inverse = np.unique(flat, return_inverse=True)
+        uniq = (uniq_flat[:, None] // strides[None, :]) % np.asarray(sizes, dtype=np.int64)[None, :]
+        return uniq, inverse.reshape(-1).astype(np.int64)
+    uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
+    return uniq, inverse.reshape(-1).astype(np.int64)
+
+
 def factor_codes(
     frame: pd.DataFrame, fvars: tuple[str, ...]
 ) -> tuple[np.ndarray, tuple[tuple[Any, ...], ...], tuple[str, ...], tuple[str, ...]]:
@@ -111,9 +117,8 @@ def factor_codes(
         codes = per_codes[0]
         keys = tuple((x,) for x in per_levels[0])
     else:
-        uniq, inverse = np.unique(np.column_stack(per_codes), axis=0, return_inverse=True)
-        codes = inverse.reshape(-1).astype(np.int64)
-        keys = tuple(tuple(per_levels[j][k] for j, k in enumerate(row)) for row in uniq)
+        uniq, codes = _unique_rows(np.column_stack(per_codes), [len(lev) for lev in per_levels])
+        keys = tuple(tuple(per_levels[j][k] for j, k in enumerate(row)) for row in uniq.tolist())
     labels = tuple(level_label(k) for k in keys)
     if len(set(labels)) != len(labels):
         dups = sorted({lab for lab in labels if labels.count(lab) > 1})[:5]
@@ -131,6 +136,24 @@ def _as_kind(v: Any, kind: str) -> Any:
             return None
         return v
     return v if isinstance(v, str) else None
+
+
+def _component_codes(values: pd.Series, uniq: list[Any], kind: str) -> np.ndarray:
+    """Position of each value in ``uniq`` (values of ``kind``), ``-1`` where absent or of another type."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    arr = values.to_numpy()
+    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
+    fast = (
+        (kind == "number" and numeric)
+        or (kind == "bool" and pd.api.types.is_bool_dtype(values.dtype))
+        or (kind == "string" and pd.api.types.infer_dtype(arr, skipna=False) == "string")
+    )
+    if fast:
+        return np.asarray(pd.Index(uniq, dtype=object if kind == "string" else None).get_indexer(arr), dtype=np.int64)
+    lookup = {v: i for i, v in enumerate(uniq)}
+    typed = (_as_kind(v, kind) for v in arr)
+    return np.fromiter((-1 if t is None else lookup.get(t, -1) for t in typed), dtype=np.int64, count=len(arr))
 
 
 def match_levels(
@@ -154,18 +177,17 @@ def match_levels(
     unseen
         The unseen levels, as tuples of the raw values, in order of first appearance.
     """
-    lookup: dict[tuple[Any, ...], int] = {}
-    for i, key in enumerate(keys):
-        lookup[tuple(_as_kind(v, k) for v, k in zip(key, kinds))] = i
-    columns = [frame[v].tolist() for v in fvars]
     n = frame.shape[0]
-    idx = np.empty(n, dtype=np.int64)
-    unseen: dict[tuple[Any, ...], None] = {}
-    for r in range(n):
-        raw = tuple(plain(col[r]) for col in columns)
-        typed = tuple(_as_kind(v, k) for v, k in zip(raw, kinds))
-        i = lookup.get(typed, -1) if None not in typed else -1
-        idx[r] = i
-        if i < 0:
-            unseen.setdefault(raw, None)
+    uniqs = [list(dict.fromkeys(key[j] for key in keys)) for j in range(len(fvars))]
+    comp = np.column_stack([_component_codes(frame[v], uniqs[j], kinds[j]) for j, v in enumerate(fvars)]) if n else (
+        np.zeros((0, len(fvars)), dtype=np.int64))
+    positions = [{v: i for i, v in enumerate(u)} for u in uniqs]
+    by_codes = {tuple(positions[j][key[j]] for j in range(len(fvars))): i for i, key in enumerate(keys)}
+    idx = np.full(n, -1, dtype=np.int64)
+    found = (comp >= 0).all(axis=1)
+    if found.any():
+        rows, inverse = _unique_rows(comp[found], [len(u) for u in uniqs])
+        idx[found] = np.array([by_codes.get(tuple(row), -1) for row in rows.tolist()], dtype=np.int64)[inverse]
+    columns = [frame[v] for v in fvars]
+    unseen = dict.fromkeys(tuple(plain(col.iloc[r]) for col in columns) for r in np.flatnonzero(idx < 0))
     return idx, list(unseen)
