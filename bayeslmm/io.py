@@ -252,8 +252,10 @@ def check_sizes(path: str | os.PathLike) -> None:
     """Refuse a file whose arrays declare more data than the file holds, before reading any.
 
     An uncompressed array must occupy at least the bytes its shape and type
-    declare; a compressed one at least 1/:data:`MAX_COMPRESSION_RATIO` of them.
-    So reading a file never takes much more memory than the file's size.
+    declare; a compressed one at least 1/:data:`MAX_COMPRESSION_RATIO` of them;
+    no array may take its data from another file (HDF5 external or virtual
+    storage). So reading a file never takes much more memory than the file's
+    size, and reads nothing but the file.
 
     Raises
     ------
@@ -271,6 +273,9 @@ def check_sizes(path: str | os.PathLike) -> None:
             raise PersistenceError(f"{str(path)!r} holds more than {MAX_OBJECTS} arrays and groups; it is not a saved fit.")
         if not isinstance(obj, h5py.Dataset) or problems:
             return
+        if obj.external or obj.is_virtual:
+            problems.append(f"{name!r} takes its data from outside the file")
+            return
         if str(obj.attrs.get("NAME", b"")).find("not a netCDF variable") >= 0:
             return  # a bare dimension: netCDF never reads its (unwritten) values
         itemsize = obj.dtype.itemsize if obj.dtype.kind not in "OV" or obj.dtype.itemsize else 8
@@ -281,7 +286,7 @@ def check_sizes(path: str | os.PathLike) -> None:
         compressed = obj.compression is not None or obj.scaleoffset is not None
         limit = stored * (MAX_COMPRESSION_RATIO if compressed else 1)
         if declared > limit and obj.dtype.kind != "O":
-            problems.append(f"{name!r} declares {declared:,} bytes but occupies {stored:,}")
+            problems.append(f"{name!r} declares {declared:,} bytes but occupies {stored:,} in the file")
 
     try:
         with h5py.File(path, "r") as fh:
@@ -293,7 +298,7 @@ def check_sizes(path: str | os.PathLike) -> None:
             f"{str(path)!r} is not a readable netCDF-4 file (corrupt, or not written by bayeslmm): {type(exc).__name__}: {exc}"
         ) from None
     if problems:
-        raise PersistenceError(f"{str(path)!r} is not a valid saved fit: the array {problems[0]} in the file.")
+        raise PersistenceError(f"{str(path)!r} is not a valid saved fit: the array {problems[0]}.")
 
 
 def _open(path: Path) -> xr.DataTree:

@@ -201,7 +201,7 @@ def augment(fit: Any, newdata: pd.DataFrame | None = None, re_form: Any = None, 
         The data plus ``.fitted`` (posterior mean of the linear predictor),
         ``.resid`` (response − ``.fitted``; only when the response column is
         present), ``.lower`` and ``.upper`` (credible interval of the mean).
-        New levels get a group effect of 0.
+        Grouping levels the fit did not see are refused, as by ``predict``.
     """
     pred = predict(fit, newdata, re_form=re_form, kind="mean", interval=conf_level)
     lo, hi = pred.columns[2], pred.columns[3]

@@ -77,6 +77,11 @@ def _check_groups(idata: xr.DataTree) -> None:
                 raise _fail(f"variable {name}/{var} has dtype {da.dtype}, not numbers")
             if name in _DRAW_GROUPS and da.dims[:2] != ("chain", "draw"):
                 raise _fail(f"variable {name}/{var} has dimensions {da.dims}, not (chain, draw, ...)")
+            if name == "posterior" and not np.all(np.isfinite(np.asarray(da.values, dtype=float))):
+                raise _fail(f"variable {var!r} has non-finite values")
+        for dim in ("chain", "draw"):
+            if dim in node.coords and node.coords[dim].dtype.kind not in "iu":
+                raise _fail(f"group {name!r} numbers its {dim}s with {node.coords[dim].dtype}, not integers")
 
 
 def check_posterior(design: Design, idata: xr.DataTree) -> None:

@@ -124,11 +124,11 @@ def test_reml_predict_matches_lme4_semantics(reml):
     beta = reml.fixef()["Estimate"]
     pop = reml.predict(new, re_form="~0")  # predict(fm, newdata, re.form = NA)
     np.testing.assert_allclose(pop, beta["(Intercept)"] + beta["Days"] * new.Days)
-    cond = reml.predict(new)  # allow.new.levels = TRUE: unseen subject 999 gets the population line
+    cond = reml.predict(new, new_levels="population")  # allow.new.levels = TRUE: unseen 999 gets the population line
     co = reml.coef()["Subject"].loc["308"]
     assert cond.iloc[0] == pytest.approx(co["(Intercept)"])
     assert cond.iloc[1] == pytest.approx(pop.iloc[1])
     with pytest.raises(bayeslmm.PredictionError, match="999"):
-        reml.predict(new, new_levels="error")
+        reml.predict(new)  # lme4's default allow.new.levels = FALSE refuses it
     with pytest.raises(bayeslmm.PredictionError, match="NUTS"):
         reml.predict(new, new_levels="sample")

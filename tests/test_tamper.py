@@ -379,3 +379,11 @@ def test_the_cli_refuses_a_crafted_file_in_one_line(bayes, marker, tmp_path, cap
         assert main(args) == 1
         err = capsys.readouterr().err
         assert err.startswith("Error: ") and "Traceback" not in err
+
+
+def test_arrays_stored_outside_the_file_are_refused(bayes, tmp_path):
+    path = bayes.save(tmp_path / "fit.nc")
+    with h5py.File(path, "a") as fh:
+        fh["posterior"].create_dataset("secret", shape=(8,), dtype="u1", external=[("/etc/hostname", 0, 8)])
+    with pytest.raises(PersistenceError, match="takes its data from outside the file"):
+        bayeslmm.load(path)
