@@ -8,8 +8,8 @@ formulae evaluates every model matrix (contrasts, interactions, stateful
 transforms). From its evaluated terms the stage derives the plain-data
 :class:`~bayeslmm.recipe.DesignRecipe` and checks that it reproduces y, X and
 Z exactly; new data are then encoded from the recipe (and a saved fit is
-rebuilt from it by :func:`rebuild_design`, which evaluates nothing but the
-recipe). A formula that calls the user's own functions has no recipe: it is
+rebuilt from it by :func:`bayeslmm.rebuild.rebuild_design`, which evaluates
+nothing but the recipe). A formula that calls the user's own functions has no recipe: it is
 fitted and predicts through formulae's own encoders, and cannot be saved.
 """
 
@@ -26,11 +26,11 @@ from . import grouping
 from .compat import DesignMatrices, Environment, Intercept
 from .errors import DataError, DataWarning
 from .formula import ParsedFormula, RandomBlock, block_model, fixed_model
-from .modelframe import check_frame, check_response, check_values, clean_rows
-from .recipe import DesignRecipe, EvaluationError, derive_recipe, evaluate_component, evaluate_terms, term_labels
+from .modelframe import check_frame, check_levels, check_response, check_response_values, check_values, clean_rows
+from .recipe import DesignRecipe, derive_recipe
 from .transforms import check_model, fallback_namespace
 
-__all__ = ["BlockDesign", "Design", "Encoders", "build_design", "rebuild_design", "default_env", "lme4_labels"]
+__all__ = ["BlockDesign", "Design", "Encoders", "build_design", "default_env", "lme4_labels"]
 
 
 @dataclass(frozen=True)
@@ -233,16 +233,6 @@ def _evaluate(model: Any, frame: pd.DataFrame, env: Environment, what: str, pars
         raise DataError(f"Could not evaluate {what} on the data: {exc}") from None
 
 
-def _check_y(parsed: ParsedFormula, y: np.ndarray, n: int, index: pd.Index) -> None:
-    if y.shape[0] != n:
-        raise DataError(f"The response {parsed.response_name!r} must give one number per row.")
-    check_values("response", [parsed.response_name], y.reshape(n, 1), index)
-    if np.ptp(y) == 0:
-        raise DataError(
-            f"The response {parsed.response_name!r} is constant ({float(y[0])!r}); there is no variation to model."
-        )
-
-
 def build_design(
     parsed: ParsedFormula,
     data: pd.DataFrame,
@@ -292,7 +282,7 @@ def build_design(
 
     dm = _evaluate(fixed_model(parsed), eval_frame, env, f"the fixed part of {parsed.text!r}", parsed, closed)
     y = np.asarray(dm.response.design_matrix, dtype=float).reshape(-1)
-    _check_y(parsed, y, n, frame.index)
+    check_response_values(parsed, y, n, frame.index)
     if dm.common is not None:
         X_full = np.asarray(dm.common.design_matrix, dtype=float).reshape(n, -1)
         names_full = _matrix_labels(dm.common)
@@ -336,20 +326,6 @@ def build_design(
     )
 
 
-def _check_levels(fname: str, n_levels: int, n: int) -> None:
-    if n_levels < 2:
-        raise DataError(
-            f"The grouping factor {fname!r} has only {n_levels} level; a random effect "
-            "needs at least two groups. Remove the term or fit it as a fixed effect."
-        )
-    if n_levels >= n:
-        raise DataError(
-            f"The grouping factor {fname!r} has {n_levels} levels for {n} observations; "
-            "every row is its own group, so the group effect cannot be told apart from the residual. "
-            "Remove the term or group at a coarser level."
-        )
-
-
 def _warn_zero_columns(fname: str, terms: tuple[str, ...], Z: np.ndarray) -> None:
     zero = [t for t, col in zip(terms, Z.T) if not col.any()]
     if zero:
@@ -369,7 +345,7 @@ def _build_block(
         codes, keys, labels, kinds = grouping.factor_codes(frame, rb.factor_vars)
     except ValueError as exc:
         raise DataError(f"The grouping factor {rb.factor_name!r}: {exc}.") from None
-    _check_levels(rb.factor_name, len(keys), n)
+    check_levels(rb.factor_name, len(keys), n)
     bdm = _evaluate(block_model(rb), frame, env, f"the random term of {rb.factor_name!r}", parsed, closed)
     Z = np.asarray(bdm.common.design_matrix, dtype=float).reshape(n, -1)
     terms = tuple(_matrix_labels(bdm.common))
@@ -391,76 +367,3 @@ def _label_blocks(blocks: list[BlockDesign]) -> list[BlockDesign]:
         label = b.factor if k == 0 else f"{b.factor}.{k}"
         out.append(BlockDesign(label, b.factor, b.factor_vars, b.terms, b.levels, b.group_idx, b.Z, b.level_keys, b.kinds))
     return out
-
-
-# ---------------------------------------------------------------------------
-# Rebuilding a design from a recipe (loading a saved fit)
-# ---------------------------------------------------------------------------
-def rebuild_design(parsed: ParsedFormula, recipe: DesignRecipe, frame: pd.DataFrame, n_dropped_rows: int = 0) -> Design:
-    """A design from its recipe and model frame, evaluating nothing but the recipe.
-
-    Parameters
-    ----------
-    parsed
-        The parsed formula (for its text and names; it is not evaluated).
-    recipe
-        The design's recipe.
-    frame
-        The model frame the design was built from.
-    n_dropped_rows
-        Rows dropped when the design was first built.
-
-    Returns
-    -------
-    Design
-
-    Raises
-    ------
-    DataError
-        If the recipe does not evaluate on the frame, or the result fails the
-        checks a new fit would get (non-finite or constant response, a level
-        the frame does not have, a frame row of no known level).
-    """
-    n = frame.shape[0]
-    data = {str(c): frame[c].to_numpy() for c in frame.columns}
-    try:
-        y = evaluate_component(recipe.response, data, n)[:, 0]
-        X_full = evaluate_terms(recipe.fixed, frame)
-    except (EvaluationError, KeyError) as exc:
-        raise DataError(f"The saved recipe does not evaluate on the saved model frame: {exc}") from None
-    _check_y(parsed, y, n, frame.index)
-    names_full = [lab for t in recipe.fixed for lab in term_labels(t)]
-    if X_full.shape[1] != len(names_full) or any(not 0 <= k < len(names_full) for k in recipe.kept):
-        raise DataError("The saved fixed-effect columns do not match their recipe.")
-    check_values("predictor", names_full, X_full, frame.index)
-    blocks = []
-    for br in recipe.blocks:
-        idx, unseen = grouping.match_levels(frame, br.factor_vars, br.level_keys, br.kinds)
-        if unseen or len(np.unique(idx)) != len(br.level_keys):
-            raise DataError(f"The saved levels of {br.factor!r} do not match the saved model frame.")
-        _check_levels(br.factor, len(br.level_keys), n)
-        try:
-            Z = evaluate_terms(br.terms, frame)
-        except (EvaluationError, KeyError) as exc:
-            raise DataError(f"The saved recipe of {br.label!r} does not evaluate on the saved model frame: {exc}") from None
-        terms = tuple(lab for t in br.terms for lab in term_labels(t))
-        if Z.shape[1] != len(terms) or len(set(terms)) != len(terms):
-            raise DataError(f"The saved random-effect columns of {br.label!r} do not match their recipe.")
-        check_values(f"random-effect column of {br.factor!r}", list(terms), Z, frame.index)
-        labels = tuple(grouping.level_label(k) for k in br.level_keys)
-        if len(set(labels)) != len(labels):
-            raise DataError(f"The saved levels of {br.factor!r} are not distinct.")
-        blocks.append(BlockDesign(br.label, br.factor, br.factor_vars, terms, labels, idx, Z, br.level_keys, br.kinds))
-    kept = list(recipe.kept)
-    return Design(
-        parsed=parsed,
-        y=y,
-        X=X_full[:, kept],
-        fixed_names=tuple(names_full[i] for i in kept),
-        blocks=tuple(blocks),
-        frame=frame,
-        dropped_fixed=tuple(names_full[i] for i in range(len(names_full)) if i not in set(kept)),
-        n_dropped_rows=n_dropped_rows,
-        encoders=None,
-        recipe=recipe,
-    )

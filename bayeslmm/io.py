@@ -24,7 +24,7 @@ Loading trusts nothing in the file:
 * the formula's text is parsed by formulae (a parser: nothing is looked up
   or evaluated), must use only the allowlist, and must describe the same
   terms as the recipe; it is never evaluated: y, X and Z are rebuilt from the
-  model frame by the recipe alone (:func:`bayeslmm.design.rebuild_design`);
+  model frame by the recipe alone (:func:`bayeslmm.rebuild.rebuild_design`);
 * the numbers must agree with the data (:mod:`bayeslmm.verify`): a REML/ML
   fit is recomputed and compared, a posterior is checked for shape, type,
   range and its log-likelihood.
@@ -49,9 +49,11 @@ import xarray as xr
 
 from . import _plaindata as fj
 from ._recipejson import decode_recipe, encode_recipe
-from .design import Design, rebuild_design
+from .design import Design
 from .errors import BayesLMMError, PersistenceError
+from .filecheck import check_sizes, check_writable, new_file_mode
 from .formula import ParsedFormula, check_closed, parse_formula
+from .rebuild import rebuild_design
 from .recipe import DesignRecipe, strip
 from .transforms import NotAllowedError, describe_component
 
@@ -61,10 +63,6 @@ FORMAT_VERSION = 2
 META_GROUP = "bayeslmm"
 META_VAR = "meta_json"
 ENGINE = "h5netcdf"
-#: A compressed array may declare at most this many times the bytes it occupies.
-MAX_COMPRESSION_RATIO = 200
-#: At most this many arrays and groups in a file.
-MAX_OBJECTS = 10_000
 
 
 # ---------------------------------------------------------------------------
@@ -153,49 +151,6 @@ def to_tree(fit: Any) -> xr.DataTree:
     return tree
 
 
-def _new_file_mode(path: Path) -> int:
-    """The mode ``open(path, "w")`` would give: an existing file's, else 0o666 less the umask."""
-    if path.exists():
-        return path.stat().st_mode & 0o7777
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def check_writable(path: str | os.PathLike, what: str = "the fit") -> Path:
-    """Refuse, before any work, a destination that cannot be written.
-
-    Parameters
-    ----------
-    path
-        The file to be written.
-    what
-        What will be written there, for the message.
-
-    Returns
-    -------
-    pathlib.Path
-
-    Raises
-    ------
-    PersistenceError
-        If the folder does not exist, the path is a folder, or a file cannot be
-        created in that folder.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise PersistenceError(f"Cannot write {what} to {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
-    if path.is_dir():
-        raise PersistenceError(f"Cannot write {what} to {str(path)!r}: it is a folder.")
-    try:
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise PersistenceError(f"Cannot write {what} to {str(path)!r}: {exc.strerror or exc}.") from None
-    return path
-
-
 def save(fit: Any, path: str | os.PathLike) -> Path:
     """Write a fit to one netCDF-4 file.
 
@@ -233,7 +188,7 @@ def save(fit: Any, path: str | os.PathLike) -> Path:
         raise PersistenceError(f"Could not write {str(path)!r}: {exc.strerror or exc}.") from None
     try:
         tree.to_netcdf(tmp, engine=ENGINE)
-        os.chmod(tmp, _new_file_mode(path))
+        os.chmod(tmp, new_file_mode(path))
         os.replace(tmp, path)
     except ImportError as exc:
         raise PersistenceError(f"Writing {str(path)!r} needs h5py for the {ENGINE} engine: {exc}") from None
@@ -243,62 +198,6 @@ def save(fit: Any, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-# ---------------------------------------------------------------------------
-# Reading: sizes first
-# ---------------------------------------------------------------------------
-def check_sizes(path: str | os.PathLike) -> None:
-    """Refuse a file whose arrays declare more data than the file holds, before reading any.
-
-    An uncompressed array must occupy at least the bytes its shape and type
-    declare; a compressed one at least 1/:data:`MAX_COMPRESSION_RATIO` of them;
-    no array may take its data from another file (HDF5 external or virtual
-    storage). So reading a file never takes much more memory than the file's
-    size, and reads nothing but the file.
-
-    Raises
-    ------
-    PersistenceError
-        Naming the array that claims more than the file holds.
-    """
-    import h5py
-
-    problems: list[str] = []
-    count = [0]
-
-    def visit(name: str, obj: Any) -> None:
-        count[0] += 1
-        if count[0] > MAX_OBJECTS:
-            raise PersistenceError(f"{str(path)!r} holds more than {MAX_OBJECTS} arrays and groups; it is not a saved fit.")
-        if not isinstance(obj, h5py.Dataset) or problems:
-            return
-        if obj.external or obj.is_virtual:
-            problems.append(f"{name!r} takes its data from outside the file")
-            return
-        if str(obj.attrs.get("NAME", b"")).find("not a netCDF variable") >= 0:
-            return  # a bare dimension: netCDF never reads its (unwritten) values
-        itemsize = obj.dtype.itemsize if obj.dtype.kind not in "OV" or obj.dtype.itemsize else 8
-        declared = int(np.prod(obj.shape, dtype=np.float64)) * max(itemsize, 1) if obj.shape else itemsize
-        if declared == 0:
-            return
-        stored = int(obj.id.get_storage_size())
-        compressed = obj.compression is not None or obj.scaleoffset is not None
-        limit = stored * (MAX_COMPRESSION_RATIO if compressed else 1)
-        if declared > limit and obj.dtype.kind != "O":
-            problems.append(f"{name!r} declares {declared:,} bytes but occupies {stored:,} in the file")
-
-    try:
-        with h5py.File(path, "r") as fh:
-            fh.visititems(visit)
-    except PersistenceError:
-        raise
-    except Exception as exc:
-        raise PersistenceError(
-            f"{str(path)!r} is not a readable netCDF-4 file (corrupt, or not written by bayeslmm): {type(exc).__name__}: {exc}"
-        ) from None
-    if problems:
-        raise PersistenceError(f"{str(path)!r} is not a valid saved fit: the array {problems[0]}.")
 
 
 def _open(path: Path) -> xr.DataTree:

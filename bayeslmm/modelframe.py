@@ -25,6 +25,8 @@ __all__ = [
     "clean_rows",
     "check_response",
     "check_values",
+    "check_response_values",
+    "check_levels",
 ]
 
 
@@ -155,3 +157,29 @@ def check_values(what: str, names: list[str], M: np.ndarray, index: pd.Index) ->
                     f"The {what} {name!r} has values too large to compute with (largest |value| "
                     f"{float(np.max(np.abs(col))):.3g}; their squares overflow). Rescale it, e.g. divide by a power of ten."
                 )
+
+
+def check_response_values(parsed: ParsedFormula, y: np.ndarray, n: int, index: pd.Index) -> None:
+    """Refuse a response that is not one finite, non-constant number per row."""
+    if y.shape[0] != n:
+        raise DataError(f"The response {parsed.response_name!r} must give one number per row.")
+    check_values("response", [parsed.response_name], y.reshape(n, 1), index)
+    if np.ptp(y) == 0:
+        raise DataError(
+            f"The response {parsed.response_name!r} is constant ({float(y[0])!r}); there is no variation to model."
+        )
+
+
+def check_levels(fname: str, n_levels: int, n: int) -> None:
+    """Refuse a grouping factor with one level, or with as many levels as rows."""
+    if n_levels < 2:
+        raise DataError(
+            f"The grouping factor {fname!r} has only {n_levels} level; a random effect "
+            "needs at least two groups. Remove the term or fit it as a fixed effect."
+        )
+    if n_levels >= n:
+        raise DataError(
+            f"The grouping factor {fname!r} has {n_levels} levels for {n} observations; "
+            "every row is its own group, so the group effect cannot be told apart from the residual. "
+            "Remove the term or group at a coarser level."
+        )
