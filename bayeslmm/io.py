@@ -141,6 +141,10 @@ def to_tree(fit: Any) -> xr.DataTree:
     text = json.dumps(meta, allow_nan=True, separators=(",", ":"))
     try:
         _restore_design(json.loads(text)["design"])  # refuse now what load would refuse later
+        if kind == "bayes":
+            from .verify import check_posterior
+
+            check_posterior(fit.design, fit.idata)
     except PersistenceError as exc:
         raise PersistenceError(f"This fit cannot be saved so that it loads again: {exc}") from None
     tree = fit.idata.copy() if kind == "bayes" else xr.DataTree()
