@@ -7,9 +7,9 @@ from typing import Any
 from collections.abc import Mapping
 
 import pandas as pd
-from formulae.environment import Environment
 
 from . import naming
+from .compat import Environment, extend_environment
 from .fitstats import add_log_likelihood
 from .collapsed import build_collapsed_model
 from .design import Design, build_design, default_env
@@ -20,6 +20,7 @@ from .model import build_model
 from .parameterization import plan_parameterization
 from .priors import make_priors
 from .reml import REMLResult
+from .transforms import closed_namespace, fallback_namespace
 from .results import BayesFit
 from .sampling import SamplerSettings, diagnose, run_nuts
 
@@ -82,6 +83,7 @@ def lmer(
     parameterization: Mapping[str, str] | None = None,
     init: str = "reml",
     collapse: bool | None = None,
+    formula_env: str = "caller",
 ):
     """Fit a linear mixed model written as an lme4 formula.
 
@@ -90,7 +92,14 @@ def lmer(
     formula
         lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``. Supports
         ``(x | g)``, ``(0 + x | g)``, ``(x || g)``, ``(1 | a/b)``, crossed factors,
-        interactions and ``C()`` categorical predictors.
+        interactions, ``C()`` categorical predictors and transformations such as
+        ``log(x)``, ``np.sqrt(x)``, ``I(x**2)``, ``{x / 2}``, ``poly(x, 2)`` and
+        ``scale(x)``, also inside bars (``(log(Days + 1) | Subject)``).
+
+        **A formula is code.** formulae evaluates the calls in it in the
+        caller's namespace, as R and patsy do: ``"y ~ os.system('...') + (1|g)"``
+        runs the command if the caller has imported ``os``. Never pass a formula
+        from an untrusted source with the default ``formula_env``.
     data
         A pandas DataFrame; it is not modified.
     method
@@ -120,6 +129,16 @@ def lmer(
     init
         ``"reml"`` (default): start NUTS at the REML estimates of the same
         design (jittered per chain); ``"prior"``: PyMC's default start.
+    formula_env
+        ``"caller"`` (default): the formula's functions are looked up in the
+        caller's namespace, then numpy as ``np`` and the allowlisted functions
+        of :mod:`bayeslmm.transforms` (so ``log(x)`` needs no import).
+        ``"closed"``: for a formula that is not trusted code (what the command
+        line uses). The formula is checked, before anything is evaluated, to
+        use only data columns, numbers, arithmetic and comparisons, ``log``,
+        ``log1p``, ``log2``, ``log10``, ``exp``, ``sqrt``, ``abs`` (or
+        ``np.``-prefixed), ``center``, ``scale``, ``standardize``, ``poly`` and
+        ``C``, and is evaluated in a namespace holding only those.
     collapse
         ``None`` (default): integrate the group effects out when every block
         belongs to one grouping factor or to two nested ones (the collapsed
@@ -133,9 +152,14 @@ def lmer(
     """
     if not isinstance(method, str) or method.lower() not in BAYES_METHODS | FREQ_METHODS:
         raise BayesLMMError(f"method must be 'NUTS', 'REML' or 'ML', got {method!r}.")
-    env = Environment.capture(0, reference=1)
-    env = Environment(env._namespaces + [{"np": __import__("numpy")}])
-    design = build_design(parse_formula(formula), data, na_action=na_action, env=env)
+    if formula_env == "closed":
+        env, closed = Environment([closed_namespace()]), True
+    elif formula_env == "caller":
+        env = extend_environment(Environment.capture(0, reference=1), {"np": __import__("numpy")}, fallback_namespace())
+        closed = False
+    else:
+        raise BayesLMMError(f"formula_env must be 'caller' or 'closed', got {formula_env!r}.")
+    design = build_design(parse_formula(formula), data, na_action=na_action, env=env, closed=closed)
     if method.lower() in FREQ_METHODS:
         from .reml_fit import fit_frequentist
 

@@ -2,17 +2,24 @@
 
 ::
 
+    bayeslmm dataset [NAME] [--out FILE.csv]
     bayeslmm fit DATA.csv "Reaction ~ Days + (Days | Subject)" [--method nuts|REML|ML]
                  [--draws N] [--tune N] [--chains N] [--seed S] [--out fit.nc]
     bayeslmm summary fit.nc
-    bayeslmm predict fit.nc NEW.csv [--out pred.csv] [--re-form "~0"] [--new-levels population|sample|error]
+    bayeslmm predict fit.nc NEW.csv [--out pred.csv] [--re-form "~0"] [--new-levels error|population|sample]
                  [--kind mean|response] [--interval 0.95] [--seed S]
     bayeslmm demo
+
+A formula given on the command line may come from someone else (a web form, a
+batch service), so it is not run as code: it may use only data columns and the
+transformations of :mod:`bayeslmm.transforms`, checked before anything is
+evaluated, in a namespace holding nothing else (``lmer(..., formula_env="closed")``).
 
 Errors print ``Error: <message>`` on stderr and exit with status 1 (2 for a
 usage error); ``bayeslmm --debug ...`` shows the full traceback instead.
 Warnings from the fit (dropped rows, convergence) are printed on stderr as
-``Warning: <message>``.
+``Warning: <message>``. Heavy libraries are imported only by the command that
+needs them, so ``bayeslmm --help`` starts at once.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import click
 from .errors import BayesLMMError, DataError
 
 METHODS = ("nuts", "REML", "ML")
+#: Prefix given to the prediction columns when NEW.csv already has a column of the same name.
+PREDICTION_PREFIX = "pred_"
 
 
 def _read_csv(path: str, what: str):
@@ -87,15 +96,24 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--progressbar/--no-progressbar", default=False, show_default=True, help="Show the sampler's progress bar.")
 def fit(data: str, formula: str, method: str, draws: int, tune: int, chains: int, seed: int | None,
         out: str | None, progressbar: bool) -> None:
-    """Fit FORMULA to DATA.csv and print the summary."""
+    """Fit FORMULA to DATA.csv and print the summary.
+
+    FORMULA may use data columns and the transformations log, log1p, log2, log10, exp, sqrt, abs
+    (also as np.log ...), I() or {} arithmetic, poly, scale, center, standardize and C(); nothing else
+    in it is evaluated.
+    """
     from .api import lmer
 
+    if out is not None:
+        from .io import check_writable
+
+        check_writable(out)  # before the fit, not after it
     frame = _read_csv(data, "data")
     if method.lower() == "nuts":
         opts: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar)
     else:
         opts = {}
-    result = _with_warnings(lambda: lmer(formula, frame, method=method, **opts))
+    result = _with_warnings(lambda: lmer(formula, frame, method=method, formula_env="closed", **opts))
     click.echo(str(result.summary()))
     if out is not None:
         from .io import save
@@ -118,8 +136,9 @@ def summary(fit_file: str) -> None:
 @click.argument("newdata", metavar="NEW.csv")
 @click.option("--out", default=None, metavar="PRED.csv", help="Write the predictions here (default: standard output).")
 @click.option("--re-form", "re_form", default=None, help='Group effects to include, e.g. "~0" for none (default: all).')
-@click.option("--new-levels", type=click.Choice(["population", "sample", "error"]), default="population",
-              show_default=True, help="How to treat grouping levels not seen in the fit.")
+@click.option("--new-levels", type=click.Choice(["error", "population", "sample"]), default="error",
+              show_default=True, help="Grouping levels not seen in the fit: refuse them (as lme4 does), predict "
+              "them without a group effect, or draw new group effects.")
 @click.option("--kind", type=click.Choice(["mean", "response"]), default="mean", show_default=True,
               help="Expected value (credible interval) or new observation (prediction interval).")
 @click.option("--interval", default=0.95, show_default=True, type=float, help="Interval probability.")
@@ -129,14 +148,17 @@ def predict(fit_file: str, newdata: str, out: str | None, re_form: str | None, n
     """Predict for the rows of NEW.csv with a saved fit.
 
     The output has the columns of NEW.csv followed by Estimate, its uncertainty (Est.Error for a Bayesian fit,
-    Std. Error for REML/ML) and the interval bounds.
+    Std. Error for REML/ML) and the interval bounds (each prefixed with "pred_" if NEW.csv already has a column
+    of that name).
     """
-    from .io import load
+    from .io import check_writable, load
 
+    if out is not None:
+        check_writable(out, "the predictions")
     fitted = load(fit_file)
     rows = _read_csv(newdata, "new data")
     pred = fitted.predict(rows, re_form=re_form, new_levels=new_levels, kind=kind, level=interval, random_seed=seed)
-    table = rows.join(pred, rsuffix="_pred")
+    table = rows.join(_without_clashes(pred, rows))
     if out is None:
         click.echo(table.to_csv(index=False), nl=False)
     else:
@@ -145,6 +167,47 @@ def predict(fit_file: str, newdata: str, out: str | None, re_form: str | None, n
         except OSError as exc:
             raise DataError(f"Cannot write the predictions to {out!r}: {exc.strerror or exc}") from None
         click.echo(f"Wrote {len(table)} predictions to {out}.")
+
+
+def _without_clashes(pred: Any, rows: Any) -> Any:
+    """The prediction columns, all prefixed with "pred_" if any of them is already a column of the new data."""
+    clash = [c for c in pred.columns if c in rows.columns]
+    if not clash:
+        return pred
+    renamed = pred.add_prefix(PREDICTION_PREFIX)
+    still = [c for c in renamed.columns if c in rows.columns]
+    if still:
+        raise DataError(
+            f"The new data already have the column(s) {still}, the names the predictions would be written under; "
+            "rename them in NEW.csv."
+        )
+    click.echo(
+        f"Warning: the new data already have the column(s) {clash}; the prediction columns are written as "
+        f"{list(renamed.columns)}.",
+        err=True,
+    )
+    return renamed
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--out", default=None, metavar="FILE.csv", help="Write the data set here (default: standard output).")
+def dataset(name: str | None, out: str | None) -> None:
+    """Write the packaged data set NAME as CSV (without NAME: list the data sets)."""
+    from . import datasets
+
+    if name is None:
+        click.echo("\n".join(datasets.available()))
+        return
+    frame = datasets.load(name)
+    if out is None:
+        click.echo(frame.to_csv(index=False), nl=False)
+        return
+    from .io import check_writable
+
+    check_writable(out, "the data set")
+    frame.to_csv(out, index=False)
+    click.echo(f"Wrote {name} ({frame.shape[0]} rows, columns {', '.join(map(str, frame.columns))}) to {out}.")
 
 
 @cli.command()

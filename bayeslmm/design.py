@@ -5,27 +5,32 @@ random-effect block the per-row group index and the block's few Z columns.
 No dense Z is ever built: group effects are gathered as ``b[group_idx]``.
 
 formulae evaluates every model matrix (contrasts, interactions, stateful
-transforms). The fitted formulae objects are kept in :class:`Encoders` so new
-data are encoded exactly as the training data were.
+transforms). From its evaluated terms the stage derives the plain-data
+:class:`~bayeslmm.recipe.DesignRecipe` and checks that it reproduces y, X and
+Z exactly; new data are then encoded from the recipe (and a saved fit is
+rebuilt from it by :func:`bayeslmm.rebuild.rebuild_design`, which evaluates
+nothing but the recipe). A formula that calls the user's own functions has no recipe: it is
+fitted and predicts through formulae's own encoders, and cannot be saved.
 """
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from formulae.environment import Environment
-from formulae.matrices import DesignMatrices
-from formulae.terms import Intercept
 
+from . import grouping
+from .compat import DesignMatrices, Environment, Intercept
 from .errors import DataError, DataWarning
 from .formula import ParsedFormula, RandomBlock, block_model, fixed_model
+from .modelframe import check_frame, check_levels, check_response, check_response_values, check_values, clean_rows
+from .recipe import DesignRecipe, derive_recipe
+from .transforms import check_model, fallback_namespace
 
-__all__ = ["BlockDesign", "Design", "build_design", "default_env"]
+__all__ = ["BlockDesign", "Design", "Encoders", "build_design", "default_env", "lme4_labels"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,16 @@ class BlockDesign:
     terms
         lme4 names of the block's columns (``"(Intercept)"``, ``"Days"``).
     levels
-        Level labels of the factor, in index order.
+        Display labels of the factor's levels, in index order, all distinct
+        (see :mod:`bayeslmm.grouping`).
     group_idx
         Integer level index of every row, shape ``(n,)``.
     Z
         The block's model-matrix columns, shape ``(n, q)``.
+    level_keys
+        The identity of each level: the tuple of its component values.
+    kinds
+        The value kind of each factor column (``"number"``, ``"string"``, ``"bool"``).
     """
 
     label: str
@@ -58,6 +68,8 @@ class BlockDesign:
     levels: tuple[str, ...]
     group_idx: np.ndarray
     Z: np.ndarray
+    level_keys: tuple[tuple[Any, ...], ...] = ()
+    kinds: tuple[str, ...] = ()
 
     @property
     def q(self) -> int:
@@ -72,12 +84,11 @@ class BlockDesign:
 
 @dataclass(frozen=True)
 class Encoders:
-    """formulae's evaluated matrices, used to encode new data the same way."""
+    """formulae's evaluated matrices, used to encode new data when the design has no recipe."""
 
     fixed: Any
     blocks: tuple[Any, ...]
     kept_columns: np.ndarray
-    level_maps: tuple[dict, ...]
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,13 @@ class Design:
         Names of aliased fixed-effect columns dropped for rank deficiency.
     n_dropped_rows
         Rows dropped because of missing values.
+    encoders
+        formulae's encoders (``None`` for a design rebuilt from a saved recipe).
+    recipe
+        The plain-data encoding of the design, or ``None`` when the formula
+        uses something outside :mod:`bayeslmm.transforms`' allowlist.
+    recipe_problem
+        Why there is no recipe (empty when there is one).
     """
 
     parsed: ParsedFormula
@@ -113,6 +131,8 @@ class Design:
     dropped_fixed: tuple[str, ...] = ()
     n_dropped_rows: int = 0
     encoders: Encoders | None = field(default=None, repr=False, compare=False)
+    recipe: DesignRecipe | None = field(default=None, repr=False, compare=False)
+    recipe_problem: str = field(default="", repr=False, compare=False)
 
     @property
     def nobs(self) -> int:
@@ -139,8 +159,8 @@ class Design:
 
 
 def default_env() -> Environment:
-    """An evaluation environment with numpy, for formulas like ``np.log(y)``."""
-    return Environment([{"np": np, "numpy": np}])
+    """An evaluation environment with numpy (``np.log(y)``) and the allowlisted functions (``log(y)``)."""
+    return Environment([{"np": np, "numpy": np}, fallback_namespace()])
 
 
 # ---------------------------------------------------------------------------
@@ -165,156 +185,14 @@ def lme4_labels(term: Any) -> list[str]:
     if isinstance(term, Intercept):
         return ["(Intercept)"]
     per_component = [_component_labels(c) for c in term.components]
-    return [":".join(parts) for parts in itertools.product(*per_component)]
+    out = [""]
+    for labels in per_component:
+        out = [f"{a}:{b}" if a else b for a in out for b in labels]
+    return out
 
 
 def _matrix_labels(common: Any) -> list[str]:
     return [lab for term in common.terms.values() for lab in lme4_labels(term)]
-
-
-# ---------------------------------------------------------------------------
-# Validation and cleaning
-# ---------------------------------------------------------------------------
-def _check_frame(parsed: ParsedFormula, data: Any) -> None:
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
-    if data.columns.duplicated().any():
-        dups = sorted({str(c) for c in data.columns[data.columns.duplicated()]})
-        raise DataError(f"The data frame has duplicate column names {dups}; rename them so each is unique.")
-    if data.shape[0] == 0:
-        raise DataError("The data frame is empty (0 rows); a model needs observations.")
-    missing = sorted(v for v in parsed.var_names if v not in data.columns)
-    if missing:
-        raise DataError(
-            f"Column(s) {missing} used in the formula {parsed.text!r} are not in the data. "
-            f"Available columns: {[str(c) for c in data.columns]}."
-        )
-
-
-def _is_numeric(s: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-
-
-def _value_kind(v: Any) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return "bool"
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return "number"
-    return "string" if isinstance(v, str) else type(v).__name__
-
-
-def _uniform_object_column(s: pd.Series, name: str) -> pd.Series:
-    """An object column as one type: numbers -> float, booleans -> bool, strings kept; mixed -> DataError."""
-    kinds = {_value_kind(v) for v in s.dropna()}
-    if len(kinds) > 1 or (kinds and kinds.pop() not in ("number", "bool", "string")):
-        found = sorted({_value_kind(v) for v in s.dropna()})
-        raise DataError(
-            f"Column {name!r} mixes values of different types ({', '.join(found)}); make it one type, "
-            f"e.g. data[{name!r}].astype(str) for a factor or pd.to_numeric(data[{name!r}]) for a number."
-        )
-    kind = _value_kind(s.dropna().iloc[0]) if s.notna().any() else "string"
-    if kind == "number":
-        return s.astype(float)
-    if kind == "bool" and s.notna().all():
-        return s.astype(bool)
-    return s
-
-
-def _clean_rows(parsed: ParsedFormula, data: pd.DataFrame, na_action: str) -> tuple[pd.DataFrame, int]:
-    cols = sorted(parsed.var_names)
-    frame = data.loc[:, cols].copy()
-    for c in cols:
-        if frame[c].dtype == object:
-            frame[c] = _uniform_object_column(frame[c], c)
-        s = frame[c]
-        if _is_numeric(s):
-            vals = s.to_numpy(dtype=float, na_value=np.nan)
-            if np.isinf(vals).any():
-                n_inf = int(np.isinf(vals).sum())
-                raise DataError(
-                    f"Column {c!r} has {n_inf} infinite value(s); replace or remove them before fitting."
-                )
-    na = frame.isna().any(axis=1).to_numpy()
-    n_na = int(na.sum())
-    if n_na:
-        which = [c for c in cols if frame[c].isna().any()]
-        if na_action == "raise":
-            raise DataError(
-                f"{n_na} row(s) have missing values in column(s) {which}. "
-                "Remove them, or use na_action='drop' to drop them with a warning."
-            )
-        warnings.warn(
-            f"Dropped {n_na} of {len(frame)} row(s) with missing values in column(s) {which}.",
-            DataWarning,
-            stacklevel=4,
-        )
-        frame = frame.loc[~na]
-    if frame.shape[0] == 0:
-        raise DataError("No rows are left after dropping rows with missing values.")
-    return _ordered_categoricals(frame), n_na
-
-
-def _ordered_categoricals(frame: pd.DataFrame) -> pd.DataFrame:
-    """Keep a categorical column's level order, as R's factors do.
-
-    formulae sorts the levels of unordered categoricals alphabetically; marking
-    them ordered (with unused levels dropped, as lme4's model frame does) makes
-    it use the user's order, so the first level is the reference.
-    """
-    for c in frame.columns:
-        s = frame[c]
-        if isinstance(s.dtype, pd.CategoricalDtype) and not s.dtype.ordered:
-            used = set(s.dropna().unique())
-            cats = [x for x in s.cat.categories if x in used]
-            frame[c] = s.astype(pd.CategoricalDtype(categories=cats, ordered=True))
-    return frame
-
-
-def _check_response(parsed: ParsedFormula, frame: pd.DataFrame) -> None:
-    name = parsed.response_name
-    if name in frame.columns and not _is_numeric(frame[name]):
-        raise DataError(
-            f"The response {name!r} is not numeric (dtype {frame[name].dtype}); "
-            "a linear mixed model needs a numeric response. Convert it, e.g. with pd.to_numeric."
-        )
-
-
-# ---------------------------------------------------------------------------
-# Grouping factors
-# ---------------------------------------------------------------------------
-def _sorted_levels(s: pd.Series) -> list[Any]:
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        present = set(s.dropna().unique())
-        return [c for c in s.cat.categories if c in present]
-    uniq = pd.unique(s.dropna())
-    try:
-        return sorted(uniq)
-    except TypeError:
-        return sorted(uniq, key=str)
-
-
-def _factor_codes(frame: pd.DataFrame, fvars: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], dict]:
-    """Integer codes and level labels of the (interaction of the) factor columns."""
-    per_codes = []
-    per_levels = []
-    for v in fvars:
-        lev = _sorted_levels(frame[v])
-        per_codes.append(np.asarray(pd.Categorical(frame[v], categories=lev).codes, dtype=np.int64))
-        per_levels.append([str(x) for x in lev])
-    if len(fvars) == 1:
-        codes, labels = per_codes[0], tuple(per_levels[0])
-        return codes, labels, {lab: i for i, lab in enumerate(labels)}
-    stacked = np.column_stack(per_codes)
-    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
-    labels = tuple(":".join(per_levels[j][k] for j, k in enumerate(row)) for row in uniq)
-    return inverse.reshape(-1).astype(np.int64), labels, {lab: i for i, lab in enumerate(labels)}
-
-
-def _factor_labels(frame: pd.DataFrame, fvars: tuple[str, ...]) -> list[str]:
-    cols = [frame[v].astype(str).to_numpy() for v in fvars]
-    if len(cols) == 1:
-        return list(cols[0])
-    return [":".join(parts) for parts in zip(*cols)]
 
 
 # ---------------------------------------------------------------------------
@@ -344,9 +222,13 @@ def _independent_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------
-def _evaluate(model: Any, frame: pd.DataFrame, env: Environment, what: str) -> DesignMatrices:
+def _evaluate(model: Any, frame: pd.DataFrame, env: Environment, what: str, parsed: ParsedFormula,
+              closed: bool) -> DesignMatrices:
+    if closed:
+        check_model(model, parsed.text)  # the very objects formulae evaluates next
     try:
-        return DesignMatrices(model, frame, env)
+        with np.errstate(all="ignore"):  # non-finite results are reported by check_values, naming the column
+            return DesignMatrices(model, frame, env)
     except Exception as exc:  # formulae raises bare ValueError/KeyError/NameError
         raise DataError(f"Could not evaluate {what} on the data: {exc}") from None
 
@@ -356,6 +238,7 @@ def build_design(
     data: pd.DataFrame,
     na_action: str = "drop",
     env: Environment | None = None,
+    closed: bool = False,
 ) -> Design:
     """Evaluate a parsed formula on a data frame.
 
@@ -370,6 +253,10 @@ def build_design(
         warning giving the count; ``"raise"`` raises instead.
     env
         formulae evaluation environment for function calls in the formula.
+    closed
+        Refuse, before evaluating anything, a formula that uses anything
+        outside :mod:`bayeslmm.transforms`' allowlist (for formulas that are
+        not trusted code).
 
     Returns
     -------
@@ -379,33 +266,30 @@ def build_design(
     ------
     DataError
         For a missing column, a non-numeric or constant response, infinite
-        values, a grouping factor with a single level, or no rows.
+        values (in the data or after a transformation), a grouping factor with
+        a single level, or no rows.
+    FormulaError
+        With ``closed=True``, for a formula outside the allowlist.
     """
     if na_action not in ("drop", "raise"):
         raise DataError(f"na_action must be 'drop' or 'raise', got {na_action!r}.")
     env = env if env is not None else default_env()
-    _check_frame(parsed, data)
-    frame, n_dropped = _clean_rows(parsed, data, na_action)
-    _check_response(parsed, frame)
+    check_frame(parsed, data)
+    frame, n_dropped = clean_rows(parsed, data, na_action)
+    check_response(parsed, frame)
     n = frame.shape[0]
     eval_frame = frame.reset_index(drop=True)
 
-    dm = _evaluate(fixed_model(parsed), eval_frame, env, f"the fixed part of {parsed.text!r}")
+    dm = _evaluate(fixed_model(parsed), eval_frame, env, f"the fixed part of {parsed.text!r}", parsed, closed)
     y = np.asarray(dm.response.design_matrix, dtype=float).reshape(-1)
-    if y.shape[0] != n:
-        raise DataError(f"The response {parsed.response_name!r} must give one number per row.")
-    if not np.all(np.isfinite(y)):
-        raise DataError(f"The response {parsed.response_name!r} has non-finite values after evaluation.")
-    if np.ptp(y) == 0:
-        raise DataError(
-            f"The response {parsed.response_name!r} is constant ({float(y[0])!r}); there is no variation to model."
-        )
+    check_response_values(parsed, y, n, frame.index)
     if dm.common is not None:
         X_full = np.asarray(dm.common.design_matrix, dtype=float).reshape(n, -1)
         names_full = _matrix_labels(dm.common)
     else:
         X_full = np.zeros((n, 0))
         names_full = []
+    check_values("predictor", names_full, X_full, frame.index)
     keep = _independent_columns(X_full)
     dropped = tuple(names_full[i] for i in range(len(names_full)) if i not in set(keep.tolist()))
     if dropped:
@@ -415,79 +299,62 @@ def build_design(
             DataWarning,
             stacklevel=3,
         )
-    X = X_full[:, keep]
-    fixed_names = tuple(names_full[i] for i in keep)
-
-    blocks: list[BlockDesign] = []
-    block_encoders: list[Any] = []
-    level_maps: list[dict] = []
-    for rb in parsed.blocks:
-        bd, enc, lmap = _build_block(rb, eval_frame, env, parsed)
-        blocks.append(bd)
-        block_encoders.append(enc)
-        level_maps.append(lmap)
-
+    built = [_build_block(rb, eval_frame, env, parsed, closed, frame.index) for rb in parsed.blocks]
     # lme4 orders the random-effect terms by decreasing number of levels.
-    order = sorted(range(len(blocks)), key=lambda i: -blocks[i].n_levels)
-    blocks = [blocks[i] for i in order]
-    block_encoders = [block_encoders[i] for i in order]
-    level_maps = [level_maps[i] for i in order]
-    blocks = _label_blocks(blocks)
+    built.sort(key=lambda item: -item[0].n_levels)
+    blocks = _label_blocks([b for b, _ in built])
+    block_commons = tuple(c for _, c in built)
 
+    recipe, problem = derive_recipe(
+        dm.response.term.term,
+        list(dm.common.terms.values()) if dm.common is not None else [],
+        [(b, list(c.terms.values())) for b, c in zip(blocks, block_commons)],
+        keep, eval_frame, y, X_full, names_full,
+    )
     return Design(
         parsed=parsed,
         y=y,
-        X=X,
-        fixed_names=fixed_names,
+        X=X_full[:, keep],
+        fixed_names=tuple(names_full[i] for i in keep),
         blocks=tuple(blocks),
         frame=frame,
         dropped_fixed=dropped,
         n_dropped_rows=n_dropped,
-        encoders=Encoders(
-            fixed=dm.common, blocks=tuple(block_encoders), kept_columns=keep, level_maps=tuple(level_maps)
-        ),
+        encoders=Encoders(fixed=dm.common, blocks=block_commons, kept_columns=keep),
+        recipe=recipe,
+        recipe_problem=problem,
     )
 
 
+def _warn_zero_columns(fname: str, terms: tuple[str, ...], Z: np.ndarray) -> None:
+    zero = [t for t, col in zip(terms, Z.T) if not col.any()]
+    if zero:
+        warnings.warn(
+            f"The random-effect column(s) {zero} of {fname!r} are all zero; their sd is not "
+            "identified by the data (only by its prior). Remove the term.",
+            DataWarning,
+            stacklevel=5,
+        )
+
+
 def _build_block(
-    rb: RandomBlock, frame: pd.DataFrame, env: Environment, parsed: ParsedFormula
-) -> tuple[BlockDesign, Any, dict]:
+    rb: RandomBlock, frame: pd.DataFrame, env: Environment, parsed: ParsedFormula, closed: bool, index: pd.Index
+) -> tuple[BlockDesign, Any]:
     n = frame.shape[0]
-    codes, levels, lmap = _factor_codes(frame, rb.factor_vars)
-    if len(levels) < 2:
-        raise DataError(
-            f"The grouping factor {rb.factor_name!r} has only {len(levels)} level; a random effect "
-            "needs at least two groups. Remove the term or fit it as a fixed effect."
-        )
-    if len(levels) >= n:
-        raise DataError(
-            f"The grouping factor {rb.factor_name!r} has {len(levels)} levels for {n} observations; "
-            "every row is its own group, so the group effect cannot be told apart from the residual. "
-            "Remove the term or group at a coarser level."
-        )
-    bdm = _evaluate(block_model(rb), frame, env, f"the random term of {rb.factor_name!r}")
+    try:
+        codes, keys, labels, kinds = grouping.factor_codes(frame, rb.factor_vars)
+    except ValueError as exc:
+        raise DataError(f"The grouping factor {rb.factor_name!r}: {exc}.") from None
+    check_levels(rb.factor_name, len(keys), n)
+    bdm = _evaluate(block_model(rb), frame, env, f"the random term of {rb.factor_name!r}", parsed, closed)
     Z = np.asarray(bdm.common.design_matrix, dtype=float).reshape(n, -1)
     terms = tuple(_matrix_labels(bdm.common))
     if len(set(terms)) != len(terms):
         raise DataError(f"The random term for {rb.factor_name!r} has repeated columns {terms}.")
-    zero = [t for t, col in zip(terms, Z.T) if not col.any()]
-    if zero:
-        warnings.warn(
-            f"The random-effect column(s) {zero} of {rb.factor_name!r} are all zero; their sd is not "
-            "identified by the data (only by its prior). Remove the term.",
-            DataWarning,
-            stacklevel=4,
-        )
-    bd = BlockDesign(
-        label=rb.factor_name,
-        factor=rb.factor_name,
-        factor_vars=rb.factor_vars,
-        terms=terms,
-        levels=levels,
-        group_idx=codes,
-        Z=Z,
-    )
-    return bd, bdm.common, lmap
+    check_values(f"random-effect column of {rb.factor_name!r}", list(terms), Z, index)
+    _warn_zero_columns(rb.factor_name, terms, Z)
+    bd = BlockDesign(rb.factor_name, rb.factor_name, rb.factor_vars, terms, labels, codes, Z, keys, kinds)
+    return bd, bdm.common
 
 
 def _label_blocks(blocks: list[BlockDesign]) -> list[BlockDesign]:
@@ -498,5 +365,5 @@ def _label_blocks(blocks: list[BlockDesign]) -> list[BlockDesign]:
         k = seen.get(b.factor, 0)
         seen[b.factor] = k + 1
         label = b.factor if k == 0 else f"{b.factor}.{k}"
-        out.append(BlockDesign(label, b.factor, b.factor_vars, b.terms, b.levels, b.group_idx, b.Z))
+        out.append(BlockDesign(label, b.factor, b.factor_vars, b.terms, b.levels, b.group_idx, b.Z, b.level_keys, b.kinds))
     return out

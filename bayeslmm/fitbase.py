@@ -178,7 +178,7 @@ class MixedFit(ABC):
         self,
         newdata: pd.DataFrame | None = None,
         re_form: Any = None,
-        new_levels: str = "population",
+        new_levels: str = "error",
         kind: str = "mean",
         level: float = 0.95,
         random_seed: int | None = None,

@@ -1,31 +1,47 @@
 """Stage 1: formula text -> :class:`ParsedFormula`.
 
-formulae does the scanning, parsing and term resolution. bayeslmm adds two
-small things on top of it:
+formulae does the scanning, parsing and term resolution. bayeslmm adds three
+small things on top of it, all on formulae's tokens and syntax tree, never by
+rewriting the text:
 
-1. :func:`expand_double_bars` rewrites lme4's ``(x || g)`` -- which formulae
-   cannot parse -- into independent bars ``(1 | g) + (0 + x | g)``.
-2. :class:`_BarResolver` walks formulae's syntax tree and records each bar
-   ``(expr | factor)`` as it resolves it, so that the terms written inside one
-   bar (one correlation block) are known from the formula's own structure and
+1. lme4's double bar ``(x || g)``, which formulae cannot parse: the two
+   ``|`` tokens become one, and the bar is remembered as uncorrelated, so
+   that its terms become independent blocks ``(1 | g) + (0 + x | g)``.
+2. A bar written without parentheses, ``Yield ~ 1 | Batch``, which R reads as
+   ``Yield ~ (1 | Batch)`` and formulae would silently cut at the ``|``: the
+   right-hand side is put in parentheses as R does.
+3. :class:`_BarResolver` walks formulae's syntax tree and records each bar
+   ``(expr | factor)`` as it resolves it, so the terms written inside one bar
+   (one correlation block) are known from the formula's own structure and
    never recovered later from term names.
+
+formulae terms are compared with ``==`` and never hashed (formulae 0.9 cannot
+hash a call holding a number, such as ``log(Days + 1)``; see
+:func:`bayeslmm.compat.lazy_value_hash_works`).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
-from formulae.expr import Binary
-from formulae.parser import Parser
-from formulae.resolver import Resolver
-from formulae.scanner import Scanner
-from formulae.terms import Intercept, Model, Term
-from formulae.terms.terms import GroupSpecificTerm, Response
-
+from .compat import (
+    Binary,
+    GroupSpecificTerm,
+    Intercept,
+    Model,
+    Resolver,
+    Response,
+    Variable,
+    make_token,
+    parse_tokens,
+    scan,
+)
 from .errors import FormulaError
+from .transforms import check_model
 
-__all__ = ["RandomBlock", "ParsedFormula", "parse_formula", "expand_double_bars"]
+__all__ = ["RandomBlock", "ParsedFormula", "parse_formula", "check_closed", "fixed_model", "block_model"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +77,6 @@ class ParsedFormula:
     ----------
     text
         The formula as the user wrote it.
-    rewritten
-        The formula after the rewriting step that formulae actually parsed.
     response
         formulae's response term.
     fixed_terms
@@ -74,7 +88,6 @@ class ParsedFormula:
     """
 
     text: str
-    rewritten: str
     response: Any
     fixed_terms: tuple[Any, ...]
     blocks: tuple[RandomBlock, ...]
@@ -92,82 +105,57 @@ class ParsedFormula:
 
 
 # ---------------------------------------------------------------------------
-# Rewriting step: things formulae does not know.
+# Tokens: the double bar and the bar without parentheses.
 # ---------------------------------------------------------------------------
-def _matching_open(text: str, pos: int) -> int:
-    depth = 0
-    for i in range(pos, -1, -1):
-        if text[i] == ")":
-            depth += 1
-        elif text[i] == "(":
-            if depth == 0:
-                return i
-            depth -= 1
-    raise FormulaError(f"Unbalanced parentheses around '||' in formula {text!r}.")
-
-
-def _matching_close(text: str, pos: int) -> int:
-    depth = 0
-    for i in range(pos, len(text)):
-        if text[i] == "(":
-            depth += 1
-        elif text[i] == ")":
-            if depth == 0:
-                return i
-            depth -= 1
-    raise FormulaError(f"Unbalanced parentheses around '||' in formula {text!r}.")
-
-
-def expand_double_bars(formula: str) -> str:
-    """Rewrite every ``(expr || g)`` into independent single bars.
-
-    ``(1 + x + z || g)`` becomes ``(1 | g) + (0 + x | g) + (0 + z | g)``, which is
-    what lme4 means by the double bar. The left-hand side is resolved by
-    formulae, so interactions and ``0 +`` are understood as formulae does.
-
-    Parameters
-    ----------
-    formula
-        An lme4-style formula.
-
-    Returns
-    -------
-    str
-        The formula with no ``||`` left.
-    """
-    text = formula
-    while "||" in text:
-        pos = text.index("||")
-        start = _matching_open(text, pos - 1)
-        end = _matching_close(text, pos + 2)
-        lhs = text[start + 1 : pos].strip()
-        rhs = text[pos + 2 : end].strip()
-        if not lhs or not rhs:
-            raise FormulaError(
-                f"The double bar in {text[start:end + 1]!r} needs terms on both sides, "
-                "as in '(x || g)'."
-            )
-        model = _resolve_text(f"lhs ~ {lhs}", where=f"the left side of {text[start:end + 1]!r}")
-        terms = model.common_terms if isinstance(model, Model) else []
-        intercept = any(isinstance(t, Intercept) for t in terms)
-        parts = []
-        if intercept:
-            parts.append(f"(1 | {rhs})")
-        for t in terms:
-            if isinstance(t, Intercept):
-                continue
-            parts.append(f"(0 + {t.name} | {rhs})")
-        if not parts:
-            raise FormulaError(f"{text[start:end + 1]!r} has no random terms; remove it or add a term.")
-        text = text[:start] + " + ".join(parts) + text[end + 1 :]
-    return text
-
-
-def _resolve_text(text: str, where: str) -> Any:
+def _tokens(formula: str) -> tuple[list[Any], set[int]]:
+    """The formula's tokens with each ``||`` made one ``|``, and the ids of those ``|`` tokens."""
     try:
-        return Resolver(Parser(Scanner(text).scan()).parse()).resolve()
-    except Exception as exc:  # formulae raises several unrelated classes
-        raise FormulaError(f"Cannot parse {where}: {exc}") from None
+        raw = scan(formula)
+    except Exception as exc:  # formulae raises ScanError, IndexError, ...
+        raise FormulaError(f"formulae cannot read the formula {formula!r}: {exc}") from None
+    tokens: list[Any] = []
+    doubles: set[int] = set()
+    for tok in raw:
+        if tok.kind == "PIPE" and tokens and tokens[-1].kind == "PIPE":
+            if id(tokens[-1]) in doubles:
+                raise FormulaError(f"The formula {formula!r} has '|||'; write '|' or '||'.")
+            doubles.add(id(tokens[-1]))
+            continue
+        tokens.append(tok)
+    return tokens, doubles
+
+
+def _text(tokens: list[Any]) -> str:
+    return " ".join(str(t.lexeme) for t in tokens if t.kind != "EOF")
+
+
+def _parse(formula: str, tokens: list[Any]) -> Any:
+    try:
+        tree, stop = parse_tokens(tokens)
+    except RecursionError:
+        raise FormulaError(f"The formula {formula!r} is nested too deeply.") from None
+    except Exception as exc:
+        raise FormulaError(f"formulae cannot parse the formula {formula!r}: {exc}") from None
+    if tokens[stop].kind == "EOF":
+        return tree
+    if tokens[stop].kind == "PIPE":
+        tilde = next((i for i, t in enumerate(tokens) if t.kind == "TILDE"), None)
+        start = tilde + 3 if tilde is not None else 2  # after formulae's implicit "1 +"
+        if start < stop and not any(t.kind == "PIPE" for t in tokens[stop + 1 : -1]):
+            lhs = tokens[start:stop]
+            if not all(t.kind == "NUMBER" and t.lexeme in ("1",) for t in lhs):
+                left, bar, rhs = _text(tokens[:tilde]), _text(lhs), _text(tokens[start:-1])
+                raise FormulaError(
+                    f"In {formula!r} the bar is not in parentheses. R reads this as '{left} ~ ({rhs})', in which "
+                    f"{bar} gets no fixed effect; write that if it is what you mean, or '{left} ~ {bar} + ({rhs})'."
+                )
+            wrapped = tokens[:start] + [make_token("LEFT_PAREN", "(")] + tokens[start:-1]
+            wrapped += [make_token("RIGHT_PAREN", ")"), tokens[-1]]
+            return _parse(formula, wrapped)
+    raise FormulaError(
+        f"formulae cannot parse the formula {formula!r}: it stops at {str(tokens[stop].lexeme)!r}; "
+        "check the parentheses and operators there."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -176,9 +164,10 @@ def _resolve_text(text: str, where: str) -> Any:
 class _BarResolver(Resolver):
     """formulae's resolver that also records each bar it resolves."""
 
-    def __init__(self, expr: Any) -> None:
+    def __init__(self, expr: Any, doubles: set[int]) -> None:
         super().__init__(expr)
-        self.bars: list[tuple[list[GroupSpecificTerm], bool]] = []
+        self.doubles = doubles
+        self.bars: list[tuple[list[GroupSpecificTerm], bool, bool]] = []
 
     def visitGroupingExpr(self, expr: Any) -> Any:  # noqa: N802 - formulae's visitor API
         inner = expr.expression
@@ -186,7 +175,7 @@ class _BarResolver(Resolver):
             resolved = inner.left.accept(self) | inner.right.accept(self)
             terms = resolved.group_terms if isinstance(resolved, Model) else [resolved]
             nested = isinstance(inner.right, Binary) and inner.right.operator.kind == "SLASH"
-            self.bars.append((list(terms), nested))
+            self.bars.append((list(terms), nested, id(inner.operator) in self.doubles))
             return resolved
         return super().visitGroupingExpr(expr)
 
@@ -194,17 +183,42 @@ class _BarResolver(Resolver):
 def _factor_vars(term: GroupSpecificTerm, formula: str) -> tuple[str, ...]:
     names = []
     for comp in term.factor.components:
-        if type(comp).__name__ != "Variable":
+        if not isinstance(comp, Variable) or not isinstance(comp.name, str):
             raise FormulaError(
-                f"The grouping factor {term.factor.name!r} in {formula!r} is a function call; "
-                "make it a column of the data frame and group by that column."
+                f"The grouping factor {term.factor.name!r} in {formula!r} is not a data column "
+                "(a function call or a number); make it a column of the data frame and group by that column."
             )
-        names.append(str(comp.name))
+        names.append(comp.name)
     return tuple(names)
+
+
+def _blocks(bars: list[tuple[list[Any], bool, bool]], formula: str) -> list[RandomBlock]:
+    blocks: list[RandomBlock] = []
+    seen: list[Any] = []  # compared with ==: formulae terms with literals cannot be hashed
+    for terms, nested, double in bars:
+        by_factor: list[tuple[Any, list[Any]]] = []
+        for gt in terms:
+            if any(gt.expr == e and gt.factor == f for e, f in seen):
+                raise FormulaError(f"The random term '{gt.name}' appears more than once in {formula!r}; write it once.")
+            seen.append((gt.expr, gt.factor))
+            group = next((g for f, g in by_factor if f == gt.factor), None)
+            if group is None or double:  # each term of a double bar is its own block
+                by_factor.append((gt.factor, [gt]))
+            else:
+                group.append(gt)
+        for _, gts in by_factor:
+            fvars = _factor_vars(gts[0], formula)
+            if nested:
+                fvars = tuple(reversed(fvars))
+            blocks.append(RandomBlock(factor_vars=fvars, factor_name=":".join(fvars), exprs=tuple(gt.expr for gt in gts)))
+    return blocks
 
 
 def parse_formula(formula: str) -> ParsedFormula:
     """Parse an lme4 formula into fixed terms and random-effect blocks.
+
+    Parsing only builds formulae's description of the formula; nothing in it
+    is looked up or evaluated.
 
     Parameters
     ----------
@@ -225,14 +239,13 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise FormulaError(f"The formula must be a non-empty string like 'y ~ x + (1 | g)', got {formula!r}.")
     if "~" not in formula:
         raise FormulaError(f"The formula {formula!r} has no '~'; write it as 'response ~ terms'.")
-    rewritten = expand_double_bars(formula)
-    try:
-        tree = Parser(Scanner(rewritten).scan()).parse()
-    except Exception as exc:
-        raise FormulaError(f"formulae cannot parse the formula {formula!r}: {exc}") from None
-    resolver = _BarResolver(tree)
+    tokens, doubles = _tokens(formula)
+    tree = _parse(formula, tokens)
+    resolver = _BarResolver(tree, doubles)
     try:
         model = resolver.resolve()
+    except RecursionError:
+        raise FormulaError(f"The formula {formula!r} is nested too deeply.") from None
     except Exception as exc:
         raise FormulaError(f"formulae cannot resolve the formula {formula!r}: {exc}") from None
     if not isinstance(model, Model):
@@ -244,62 +257,39 @@ def parse_formula(formula: str) -> ParsedFormula:
             f"The formula {formula!r} has no random-effect term such as '(1 | group)'. "
             "bayeslmm fits mixed models; add a grouping term."
         )
-
-    blocks: list[RandomBlock] = []
-    seen: set[tuple[Any, Any]] = set()
-    for terms, nested in resolver.bars:
-        by_factor: dict[Any, list[Any]] = {}
-        for gt in terms:
-            key = (gt.expr, gt.factor)
-            if key in seen:
-                raise FormulaError(
-                    f"The random term '{gt.name}' appears more than once in {formula!r}; write it once."
-                )
-            seen.add(key)
-            by_factor.setdefault(gt.factor, []).append(gt)
-        for gts in by_factor.values():
-            fvars = _factor_vars(gts[0], formula)
-            if nested:
-                fvars = tuple(reversed(fvars))
-            blocks.append(
-                RandomBlock(
-                    factor_vars=fvars,
-                    factor_name=":".join(fvars),
-                    exprs=tuple(gt.expr for gt in gts),
-                )
-            )
-
-    fixed_terms = tuple(model.common_terms)
+    blocks = _blocks(resolver.bars, formula)
+    try:
+        var_names = frozenset(str(v) for v in model.var_names if v != "")  # "" stands for a literal
+    except Exception as exc:
+        raise FormulaError(f"formulae cannot list the columns of {formula!r}: {exc}") from None
     return ParsedFormula(
         text=formula,
-        rewritten=rewritten,
         response=model.response,
-        fixed_terms=fixed_terms,
+        fixed_terms=tuple(model.common_terms),
         blocks=tuple(blocks),
-        var_names=frozenset(str(v) for v in model.var_names),
+        var_names=var_names,
     )
 
 
 def fixed_model(parsed: ParsedFormula) -> Model:
     """A fresh formulae ``Model`` of the response and the fixed terms."""
-    import copy
-
     terms = copy.deepcopy(list(parsed.fixed_terms))
     return Model(*terms, response=copy.deepcopy(parsed.response))
 
 
 def block_model(block: RandomBlock) -> Model:
     """A fresh formulae ``Model`` of a block's left-hand-side terms."""
-    import copy
-
     return Model(*copy.deepcopy(list(block.exprs)))
 
 
-def term_is_intercept(term: Any) -> bool:
-    """Whether a formulae term is the intercept."""
-    return isinstance(term, Intercept)
+def check_closed(parsed: ParsedFormula) -> None:
+    """Refuse a formula that uses anything outside :mod:`bayeslmm.transforms`' allowlist.
 
-
-def is_term(term: Any) -> bool:
-    """Whether a formulae object is a regular (non-intercept) term."""
-    return isinstance(term, Term)
+    Raises
+    ------
+    FormulaError
+        Naming the element that is not allowed.
+    """
+    check_model(Model(*parsed.fixed_terms, response=parsed.response), parsed.text)
+    for rb in parsed.blocks:
+        check_model(Model(*rb.exprs), parsed.text)

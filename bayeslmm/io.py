@@ -1,84 +1,68 @@
-"""Saving and loading fits: one netCDF-4 (HDF5) file, no pickle, no eval.
+"""Saving and loading fits: one netCDF-4 (HDF5) file of data; nothing in it is ever evaluated.
 
-File layout (``FORMAT_VERSION`` 1)::
+File layout (``FORMAT_VERSION`` 2)::
 
     /                 root attributes: bayeslmm_format (int), bayeslmm_kind, bayeslmm_version
     /posterior, ...   the fit's ArviZ DataTree groups, as ArviZ writes them (Bayesian fits)
     /bayeslmm         one variable ``meta_json``: the UTF-8 bytes of a JSON document
 
-The JSON document holds, as plain data, everything needed to rebuild the fit
-and predict on new data: the formula, the *model frame* (the used columns of
-the training rows, with their dtypes and category levels -- re-running the
-design stage on it restores formulae's encodings exactly, as lme4 does with
-``fm@frame``), the design's names and levels (checked after the rebuild), the
-priors, sampler settings, diagnostics and parameterization, or for a REML/ML
-fit (``kind = "reml"``) its point estimates. The PyMC model is rebuilt from
-the design and the priors.
+The JSON document holds, as plain data: the formula's text; the *model frame*
+(the used columns of the training rows, with their dtypes and category
+levels, as lme4 keeps ``fm@frame``); the design's *recipe*
+(:mod:`bayeslmm.recipe`: every model-matrix column as a column, an allowlisted
+transformation with its learnt constants stored as numbers, or categorical
+levels with their contrast matrix; every grouping factor's levels); the
+priors, sampler settings and diagnostics and a log-likelihood fingerprint of a
+Bayesian fit, or the estimates of a REML/ML fit.
 
-Reading trusts nothing in the file: JSON is parsed with :mod:`json` and every
-field's type is checked; the formula is parsed again by formulae (a parser,
-not ``eval``), and calls in it are evaluated in a restricted environment
-holding a whitelist of numpy functions only (:func:`safe_env`), so a formula
-can use ``np.log(x)`` but no builtin and no module attribute. A formula that
-called the user's own functions therefore cannot be saved; make the column in
-the data before fitting.
+Loading trusts nothing in the file:
+
+* declared array sizes are checked against the bytes the file really holds
+  before anything is read (:func:`check_sizes`);
+* the JSON is parsed by :mod:`json` and every field's type is checked; the
+  recipe may hold only the allowlisted nodes of :mod:`bayeslmm.transforms`;
+* the formula's text is parsed by formulae (a parser: nothing is looked up
+  or evaluated), must use only the allowlist, and must describe the same
+  terms as the recipe; it is never evaluated: y, X and Z are rebuilt from the
+  model frame by the recipe alone (:func:`bayeslmm.rebuild.rebuild_design`);
+* the numbers must agree with the data (:mod:`bayeslmm.verify`): a REML/ML
+  fit is recomputed and compared, a posterior is checked for shape, type,
+  range and its log-likelihood.
+
+A fit whose formula calls a function outside the allowlist (the user's own)
+cannot be saved; make that column in the data before fitting.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 import os
 import tempfile
-import types
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from formulae.environment import Environment
-from formulae.scanner import Scanner
 
 from . import _plaindata as fj
-from .design import Design, build_design
-from .errors import PersistenceError
-from .formula import parse_formula
+from ._recipejson import decode_recipe, encode_recipe
+from .design import Design
+from .errors import BayesLMMError, PersistenceError
+from .filecheck import check_sizes, check_writable, new_file_mode
+from .formula import ParsedFormula, check_closed, parse_formula
+from .rebuild import rebuild_design
+from .recipe import DesignRecipe, strip
+from .transforms import NotAllowedError, describe_component
 
-__all__ = ["FORMAT_VERSION", "save", "load", "to_tree", "from_tree", "safe_env"]
+__all__ = ["FORMAT_VERSION", "save", "load", "to_tree", "from_tree", "check_sizes", "check_writable"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_GROUP = "bayeslmm"
 META_VAR = "meta_json"
 ENGINE = "h5netcdf"
-
-#: numpy functions a saved formula may call (``np.log(x)``, ``numpy.sqrt(x)``).
-SAFE_NUMPY = (
-    "abs absolute sign sqrt cbrt square power exp exp2 expm1 log log2 log10 log1p sin cos tan arcsin arccos "
-    "arctan sinh cosh tanh arcsinh arccosh arctanh floor ceil round rint trunc clip maximum minimum reciprocal"
-).split()
-
-
-def safe_env() -> Environment:
-    """The formulae environment used when loading: ``np``/``numpy`` with :data:`SAFE_NUMPY` only."""
-    ns = types.SimpleNamespace(**{name: getattr(np, name) for name in SAFE_NUMPY})
-    return Environment([{"np": ns, "numpy": ns}])
-
-
-def _check_identifiers(formula: str) -> None:
-    """Refuse dotted names that reach for private attributes (``np._core``, ``np.log.__class__``).
-
-    A plain name is only ever looked up in the data and in :func:`safe_env`, so
-    ``__import__`` cannot resolve; a dotted name is resolved by ``getattr``, which
-    must never be handed ``_private`` or ``__dunder__`` attributes.
-    """
-    try:
-        tokens = Scanner(formula).scan()
-    except Exception as exc:
-        raise PersistenceError(f"The saved formula {formula!r} cannot be scanned: {exc}") from None
-    for tok in tokens:
-        if tok.kind == "IDENTIFIER" and any(part.startswith("_") for part in tok.lexeme.split(".")[1:]):
-            raise PersistenceError(f"The saved formula {formula!r} uses the name {tok.lexeme!r}, which is not allowed.")
 
 
 # ---------------------------------------------------------------------------
@@ -95,27 +79,24 @@ def _fit_kind(fit: Any) -> str:
     raise PersistenceError(f"Only bayeslmm fits can be saved, got {type(fit).__name__}.")
 
 
-def _block_records(design: Design) -> list[dict[str, Any]]:
-    """The names and levels of the random-effect blocks (stored, and compared after the rebuild)."""
-    return [
-        {"label": b.label, "factor": b.factor, "terms": list(b.terms), "levels": list(b.levels)}
-        for b in design.blocks
-    ]
-
-
 def _design_meta(design: Design) -> dict[str, Any]:
+    if design.recipe is None:
+        raise PersistenceError(
+            f"This fit cannot be saved: {design.recipe_problem}. A saved fit holds data only, so its formula may use "
+            "only data columns and the transformations of bayeslmm.transforms (log, exp, sqrt, I(), poly(), "
+            "scale(), C(), ...); compute other transformations as data columns before fitting."
+        )
     return {
         "formula": design.parsed.text,
         "frame": fj.encode_frame(design.frame),
-        "fixed_names": list(design.fixed_names),
-        "dropped_fixed": list(design.dropped_fixed),
+        "recipe": encode_recipe(design.recipe),
         "n_dropped_rows": int(design.n_dropped_rows),
-        "blocks": _block_records(design),
     }
 
 
 def _metadata(fit: Any, kind: str) -> dict[str, Any]:
     from . import __version__
+    from .verify import loglik_fingerprint
 
     meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -129,6 +110,7 @@ def _metadata(fit: Any, kind: str) -> dict[str, Any]:
         meta["settings"] = fj.plain(dataclasses.asdict(fit.settings))
         meta["diagnostics"] = fj.plain(dataclasses.asdict(fit.diagnostics))
         meta["parameterization"] = dict(fit.parameterization)
+        meta["loglik"] = loglik_fingerprint(fit.design, fit.idata)
     else:
         meta["method"] = fit.result.method
         meta["result"] = fj.encode_dataclass(fit.result)
@@ -151,19 +133,20 @@ def to_tree(fit: Any) -> xr.DataTree:
     Raises
     ------
     PersistenceError
-        If the fit cannot be stored so that :func:`from_tree` restores it exactly
-        (e.g. its formula calls a function outside :data:`SAFE_NUMPY`).
+        If the fit cannot be stored so that :func:`from_tree` restores it
+        (its formula uses a function outside the allowlist).
     """
     kind = _fit_kind(fit)
     meta = _metadata(fit, kind)
     text = json.dumps(meta, allow_nan=True, separators=(",", ":"))
     try:
         _restore_design(json.loads(text)["design"])  # refuse now what load would refuse later
+        if kind == "bayes":
+            from .verify import check_posterior
+
+            check_posterior(fit.design, fit.idata)
     except PersistenceError as exc:
-        raise PersistenceError(
-            f"This fit cannot be saved so that it loads again: {exc} (A saved formula may call only numpy "
-            "functions such as np.log; compute other transformations as data columns before fitting.)"
-        ) from None
+        raise PersistenceError(f"This fit cannot be saved so that it loads again: {exc}") from None
     tree = fit.idata.copy() if kind == "bayes" else xr.DataTree()
     tree.attrs = {**tree.attrs, "bayeslmm_format": FORMAT_VERSION, "bayeslmm_kind": kind,
                   "bayeslmm_version": meta["bayeslmm_version"]}
@@ -175,12 +158,16 @@ def to_tree(fit: Any) -> xr.DataTree:
 def save(fit: Any, path: str | os.PathLike) -> Path:
     """Write a fit to one netCDF-4 file.
 
+    The file is written atomically (a temporary file, then renamed) and gets
+    the permissions a new file gets (0666 less the umask), or keeps those of
+    the file it replaces.
+
     Parameters
     ----------
     fit
         A :class:`~bayeslmm.results.BayesFit` (or a REML/ML fit).
     path
-        Destination; written atomically (a temporary file, then renamed).
+        Destination.
 
     Returns
     -------
@@ -190,18 +177,22 @@ def save(fit: Any, path: str | os.PathLike) -> Path:
     Raises
     ------
     PersistenceError
-        If the fit cannot be stored so that :func:`load` restores it exactly
-        (e.g. its formula calls a function outside :data:`SAFE_NUMPY`), or the
-        file cannot be written.
+        If the fit cannot be stored so that :func:`load` restores it (its
+        formula uses a function outside the allowlist), or the file cannot be
+        written.
     """
-    tree = to_tree(fit)
     path = Path(path)
     if not path.parent.is_dir():
         raise PersistenceError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
-    fd, tmp = tempfile.mkstemp(suffix=".nc", dir=path.parent)
-    os.close(fd)
+    tree = to_tree(fit)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".nc", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise PersistenceError(f"Could not write {str(path)!r}: {exc.strerror or exc}.") from None
     try:
         tree.to_netcdf(tmp, engine=ENGINE)
+        os.chmod(tmp, new_file_mode(path))
         os.replace(tmp, path)
     except ImportError as exc:
         raise PersistenceError(f"Writing {str(path)!r} needs h5py for the {ENGINE} engine: {exc}") from None
@@ -213,12 +204,13 @@ def save(fit: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------
 def _open(path: Path) -> xr.DataTree:
     if not path.is_file():
         raise PersistenceError(f"No saved fit at {str(path)!r}: the file does not exist.")
+    try:
+        check_sizes(path)
+    except ImportError as exc:
+        raise PersistenceError(f"Reading {str(path)!r} needs h5py for the {ENGINE} engine: {exc}") from None
     try:
         with xr.open_datatree(path, engine=ENGINE) as tree:
             return tree.load()
@@ -242,6 +234,11 @@ def _read_meta(tree: xr.DataTree, source: str) -> dict[str, Any]:
             f"{source!r} was written in bayeslmm file format {int(fmt)}, newer than this version reads "
             f"(up to {FORMAT_VERSION}); upgrade bayeslmm to load it."
         )
+    if int(fmt) < FORMAT_VERSION:
+        raise PersistenceError(
+            f"{source!r} was written in bayeslmm file format {int(fmt)}, which stored a formula to be evaluated on "
+            "load; this version loads only files that hold their encoding as data (format 2). Refit and save again."
+        )
     node = tree[META_GROUP]
     if META_VAR not in node.variables or node[META_VAR].dtype != np.uint8 or node[META_VAR].ndim != 1:
         raise PersistenceError(f"{source!r} has no valid bayeslmm metadata.")
@@ -249,58 +246,79 @@ def _read_meta(tree: xr.DataTree, source: str) -> dict[str, Any]:
         meta = json.loads(bytes(np.asarray(node[META_VAR].values)).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise PersistenceError(f"The metadata of {source!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PersistenceError(f"The metadata of {source!r} is nested too deeply to be a saved fit.") from None
     meta = fj.expect(meta, dict, "metadata")
     if fj.field(meta, "format", int) != int(fmt):
         raise PersistenceError(f"The metadata of {source!r} disagrees with the file's format version.")
     return meta
 
 
+# ---------------------------------------------------------------------------
+# Reading: the design, rebuilt from data
+# ---------------------------------------------------------------------------
+def _signature(components: Any) -> frozenset:
+    return frozenset((str(c.name), strip(describe_component(c))) for c in components)
+
+
+def _recipe_signature(components: Any) -> frozenset:
+    return frozenset((c.name, strip(c.node)) for c in components)
+
+
+def _check_formula_matches(parsed: ParsedFormula, recipe: DesignRecipe, columns: set[str]) -> None:
+    """The formula's text must describe the recipe's terms (it is shown to the user)."""
+    try:
+        resp = parsed.response.term.components
+        fixed = _signature(c for t in parsed.fixed_terms for c in getattr(t, "components", ()))
+        blocks = Counter(
+            (rb.factor_vars, _signature(c for e in rb.exprs for c in getattr(e, "components", ())), rb.has_intercept)
+            for rb in parsed.blocks
+        )
+    except NotAllowedError as exc:
+        raise PersistenceError(f"The saved formula uses {exc}.") from None
+    r_blocks = Counter(
+        (b.factor_vars, _recipe_signature(c for t in b.terms for c in t.components), any(not t.components for t in b.terms))
+        for b in recipe.blocks
+    )
+    same = (
+        _signature(resp) == _recipe_signature([recipe.response])
+        and fixed == _recipe_signature(c for t in recipe.fixed for c in t.components)
+        and blocks == r_blocks
+        and set(parsed.var_names) == columns
+    )
+    if not same:
+        raise PersistenceError(
+            "The saved formula does not describe the saved recipe and model frame; the file was modified."
+        )
+
+
 def _restore_design(dmeta: dict[str, Any]) -> Design:
-    formula = fj.field(dmeta, "formula", str)
-    _check_identifiers(formula)
+    text = fj.field(dmeta, "formula", str)
     frame = fj.decode_frame(fj.field(dmeta, "frame", dict))
+    recipe = decode_recipe(fj.field(dmeta, "recipe", dict))
+    try:
+        parsed = parse_formula(text)  # parsing only: nothing is looked up or evaluated
+        check_closed(parsed)
+    except BayesLMMError as exc:
+        raise PersistenceError(f"The saved formula is not allowed: {exc}") from None
+    _check_formula_matches(parsed, recipe, {str(c) for c in frame.columns})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            design = build_design(parse_formula(formula), frame, na_action="raise", env=safe_env())
-    except Exception as exc:  # the file is untrusted: whatever fails, it is the file's fault
-        raise PersistenceError(f"The saved formula and model frame no longer build a design: {exc}") from None
-    if (
-        list(design.fixed_names) != fj.field(dmeta, "fixed_names", list)
-        or list(design.dropped_fixed) != fj.field(dmeta, "dropped_fixed", list)
-        or _block_records(design) != fj.field(dmeta, "blocks", list)
-    ):
-        raise PersistenceError(
-            "The model frame in the file does not rebuild the saved design (fixed names, levels or terms differ); "
-            "the file was modified or written by an incompatible version."
-        )
-    n_dropped = fj.field(dmeta, "n_dropped_rows", int)
-    return dataclasses.replace(design, n_dropped_rows=n_dropped)
+            design = rebuild_design(parsed, recipe, frame, fj.field(dmeta, "n_dropped_rows", int))
+    except BayesLMMError as exc:
+        raise PersistenceError(f"The saved recipe and model frame do not rebuild the design: {exc}") from None
+    return design
 
 
-def _check_posterior(design: Design, idata: xr.DataTree) -> None:
-    from . import naming
-
-    if "posterior" not in idata.children:
-        raise PersistenceError("The file has no posterior group.")
-    post = idata.posterior
-    expected = {naming.SIGMA: None}
-    if design.fixed_names:
-        expected[naming.FIXED] = (naming.FIXED_DIM, list(design.fixed_names))
-    for b in design.blocks:
-        expected[naming.ranef(b.label)] = (naming.level_dim(b.label), list(b.levels))
-        expected[naming.sd(b.label)] = (naming.term_dim(b.label), list(b.terms))
-    for var, coord in expected.items():
-        if var not in post.variables:
-            raise PersistenceError(f"The posterior in the file lacks the variable {var!r}.")
-        if coord is not None and (coord[0] not in post.coords or [str(v) for v in post.coords[coord[0]].values] != coord[1]):
-            raise PersistenceError(f"The posterior coordinate {coord[0]!r} does not match the saved design.")
-
-
+# ---------------------------------------------------------------------------
+# Reading: the fit
+# ---------------------------------------------------------------------------
 def _restore_bayes(meta: dict[str, Any], design: Design, tree: xr.DataTree):
     from .model import build_model
     from .results import BayesFit
     from .sampling import Diagnostics, SamplerSettings
+    from .verify import check_loglik, check_posterior
 
     priors = fj.decode_priors(fj.field(meta, "priors", dict))
     param = fj.field(meta, "parameterization", dict)
@@ -311,7 +329,10 @@ def _restore_bayes(meta: dict[str, Any], design: Design, tree: xr.DataTree):
     diagnostics = Diagnostics(**fj.decode_dataclass(fj.field(meta, "diagnostics", dict), Diagnostics))
     idata = tree.drop_nodes(META_GROUP)
     idata.attrs = {k: v for k, v in idata.attrs.items() if not k.startswith("bayeslmm_")}
-    _check_posterior(design, idata)
+    check_posterior(design, idata)
+    if (diagnostics.chains, diagnostics.draws) != (idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]):
+        raise PersistenceError("The saved diagnostics do not match the number of chains and draws of the posterior.")
+    check_loglik(design, idata, meta.get("loglik"))
     try:
         if "collapsed" in param.values():
             from .collapsed import build_collapsed_model
@@ -325,15 +346,17 @@ def _restore_bayes(meta: dict[str, Any], design: Design, tree: xr.DataTree):
                     diagnostics=diagnostics, parameterization=param)
 
 
-def _restore_reml(meta: dict[str, Any], design: Design):
+def _restore_reml(meta: dict[str, Any], design: Design, tree: xr.DataTree):
     from .reml import REMLResult
     from .reml_fit import REMLFit
+    from .verify import check_reml
 
+    if set(tree.children) != {META_GROUP}:
+        raise PersistenceError("A saved REML/ML fit holds no posterior; this file has unexpected groups.")
     result = REMLResult(**fj.decode_dataclass(fj.field(meta, "result", dict), REMLResult))
-    if tuple(result.fixed_names) != design.fixed_names or tuple(result.block_labels) != tuple(
-        b.label for b in design.blocks
-    ):
-        raise PersistenceError("The saved REML estimates do not match the saved design.")
+    if fj.field(meta, "method", str) != result.method:
+        raise PersistenceError("The saved method does not match the saved estimates.")
+    check_reml(design, result)
     return REMLFit(design=design, result=result)
 
 
@@ -343,22 +366,35 @@ def from_tree(tree: xr.DataTree, source: str = "<memory>"):
     Parameters
     ----------
     tree
-        The stored tree; nothing in it is trusted.
+        The stored tree; nothing in it is trusted, and nothing in it is evaluated.
     source
         Where the tree came from, for error messages.
 
     Returns
     -------
     BayesFit or REMLFit
+
+    Raises
+    ------
+    PersistenceError
+        For anything that is not a consistent saved fit (see the module docstring).
     """
-    meta = _read_meta(tree, source)
-    kind = fj.field(meta, "kind", str)
-    if kind not in ("bayes", "reml") or kind != tree.attrs.get("bayeslmm_kind"):
-        raise PersistenceError(f"{source!r} holds an unknown kind of fit {kind!r}.")
-    design = _restore_design(fj.field(meta, "design", dict))
-    if kind == "bayes":
-        return _restore_bayes(meta, design, tree)
-    return _restore_reml(meta, design)
+    try:
+        meta = _read_meta(tree, source)
+        kind = fj.field(meta, "kind", str)
+        if kind not in ("bayes", "reml") or kind != tree.attrs.get("bayeslmm_kind"):
+            raise PersistenceError(f"{source!r} holds an unknown kind of fit {kind!r}.")
+        design = _restore_design(fj.field(meta, "design", dict))
+        if kind == "bayes":
+            return _restore_bayes(meta, design, tree)
+        return _restore_reml(meta, design, tree)
+    except PersistenceError:
+        raise
+    except (RecursionError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        # Every check above names what it refuses; this catches what a crafted file reaches past them.
+        raise PersistenceError(
+            f"{source!r} is not a valid saved fit (corrupt or modified): {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
 
 
 def load(path: str | os.PathLike):
@@ -372,15 +408,16 @@ def load(path: str | os.PathLike):
     Returns
     -------
     BayesFit or REMLFit
-        The fit, with its design rebuilt from the stored model frame (so
-        ``predict`` on new data encodes exactly as before) and, for a Bayesian
-        fit, the PyMC model rebuilt from the design and priors.
+        The fit, with its design rebuilt from the stored model frame and
+        recipe (so ``predict`` encodes new data exactly as before) and, for a
+        Bayesian fit, the PyMC model rebuilt from the design and priors.
 
     Raises
     ------
     PersistenceError
         If the file does not exist, is not a bayeslmm file, is corrupt or was
-        modified, or was written by a newer file format.
+        modified (see :mod:`bayeslmm.verify` for what is checked), or was
+        written by another file format.
     """
     path = Path(path)
     return from_tree(_open(path), str(path))

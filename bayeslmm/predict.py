@@ -100,6 +100,11 @@ def resolve_re_form(design: Design, re_form: Any) -> tuple[bool, ...]:
 # ---------------------------------------------------------------------------
 # Predictions
 # ---------------------------------------------------------------------------
+def _kind_text(block: Any) -> str:
+    kinds = {"number": "numbers", "string": "strings", "bool": "True/False values"}
+    return " and ".join(kinds.get(k, k) for k in block.kinds) or "labels"
+
+
 def _check_args(kind: str, new_levels: str, level: float) -> None:
     if kind not in _KINDS:
         raise PredictionError(f"kind must be one of {list(_KINDS)}, got {kind!r}.")
@@ -114,7 +119,7 @@ def predict(
     params: ParamDraws,
     newdata: pd.DataFrame | None = None,
     re_form: Any = None,
-    new_levels: str = "population",
+    new_levels: str = "error",
     kind: str = "mean",
     level: float = 0.95,
     random_seed: int | None = None,
@@ -134,10 +139,13 @@ def predict(
     re_form
         Which group effects enter; see :func:`resolve_re_form`.
     new_levels
-        Levels of a grouping factor not seen in the fit: ``"population"``
-        gives them a group effect of 0, ``"sample"`` (posterior only) draws a
-        new effect from N(0, T) per posterior draw (one per new level, shared
-        by its rows), ``"error"`` raises.
+        Levels of a grouping factor not seen in the fit: ``"error"`` (the
+        default, as lme4's ``allow.new.levels = FALSE``) raises, listing
+        them; ``"population"`` gives them a group effect of 0; ``"sample"``
+        (posterior only) draws a new effect from N(0, T) per posterior draw
+        (one per new level, shared by its rows). Values are matched as the
+        type the fit saw: a number ``308.0`` is the level ``308``, a string
+        ``" 308"`` is not.
     kind
         ``"mean"``: the expected value (credible or confidence interval);
         ``"response"``: a new observation (prediction interval: a posterior adds
@@ -184,10 +192,14 @@ def predict(
             continue
         b = design.blocks[k]
         if new_levels == "error":
+            shown = ", ".join(levels[:5]) + (f" and {len(levels) - 5} more" if len(levels) > 5 else "")
             raise PredictionError(
-                f"newdata has {len(levels)} level(s) of grouping factor {b.factor!r} not seen in the fit: "
-                f"{list(levels[:10])}{' ...' if len(levels) > 10 else ''}. Use new_levels='population' "
-                "(group effect 0) or new_levels='sample' (draw new group effects), or drop those rows."
+                f"newdata has {len(levels)} level(s) of the grouping factor {b.factor!r} that the fit did not see: "
+                f"{shown} (values are matched as the type the fit saw: {b.factor!r} held {_kind_text(b)}). "
+                "As lme4 does by default (allow.new.levels = FALSE), bayeslmm refuses them; to predict them, pass "
+                "new_levels='population' (group effect 0) or new_levels='sample' (new group effects drawn from "
+                "the fitted covariance) -- on the command line --new-levels population or sample -- or fix or drop "
+                "those rows."
             )
         new_effects.append(sample_new_effects(params.cov[k], len(levels), rng) if new_levels == "sample" else None)
 

@@ -163,8 +163,8 @@ def augment(
         The data plus ``.fitted`` (mean of the linear predictor), ``.resid``
         (response − ``.fitted``; only when the response column is present),
         ``.lower`` and ``.upper`` (credible interval of the mean, or for a
-        point fit the Wald interval of its fixed part). New levels get a
-        group effect of 0.
+        point fit the Wald interval of its fixed part). Grouping levels
+        the fit did not see are refused, as by ``predict``.
     """
     pred = predict(design, params, newdata, re_form=re_form, kind="mean", level=level)
     lo, hi = interval_names(level)

@@ -120,6 +120,6 @@ save_figure(fig, "sleepstudy_rank")
 # population level (`re.form = NA`), on day 10 -- one day past the data.
 
 # %%
-new = pd.DataFrame({"Subject": ["308", "309"], "Days": [10, 10]})
+new = pd.DataFrame({"Subject": [308, 309], "Days": [10, 10]})
 print("Subjects 308 and 309 on day 10:\n", fit.predict(new), sep="")
 print("\nA typical subject on day 10 (re_form='~0'):\n", fit.predict(new.iloc[:1], re_form="~0"), sep="")

@@ -195,3 +195,39 @@ def test_new_data_encoding(df):
     assert nd.new_levels[0] == ("99",)
     with pytest.raises(PredictionError, match="lacks column"):
         encode_new_data(d, new.drop(columns="x"))
+
+
+def test_closed_design_checks_the_formula_before_evaluating_it(df):
+    from bayeslmm.compat import Environment
+    from bayeslmm.errors import FormulaError
+
+    called = []
+
+    def spy(v):
+        called.append(1)
+        return v
+
+    env = Environment([{"spy": spy}])
+    with pytest.raises(FormulaError, match="'spy'"):
+        build_design(parse_formula("y ~ spy(x) + (1|g)"), df, env=env, closed=True)
+    assert not called
+    d = build_design(parse_formula("y ~ spy(x) + (1|g)"), df, env=env)  # a trusted formula calls the caller's function
+    assert called and d.recipe is None and "'spy'" in d.recipe_problem
+
+
+def test_recipe_reproduces_the_design_and_encodes_new_data(df):
+    d = design("np.log(y + 10) ~ poly(x, 2) + scale(z) * recipe + C(k > 0) + (I(x / 2) | g) + (1 | a/b)", df)
+    assert d.recipe is not None, d.recipe_problem
+    nd = encode_new_data(d, df)  # the training rows, encoded from the recipe alone
+    np.testing.assert_allclose(nd.X, d.X, rtol=1e-12, atol=1e-12)
+    for b, idx, Z in zip(d.blocks, nd.group_idx, nd.Z):
+        np.testing.assert_array_equal(idx, b.group_idx)
+        np.testing.assert_allclose(Z, b.Z, rtol=1e-12)
+
+
+def test_new_data_with_an_unknown_category_or_a_bad_value_names_the_term(df):
+    d = design("y ~ recipe + np.log(x + 10) + (1|g)", df)
+    with pytest.raises(PredictionError, match=r"'recipe'.*'Z'"):
+        encode_new_data(d, pd.DataFrame({"recipe": ["Z"], "x": [1.0], "g": [1]}))
+    with pytest.raises(PredictionError, match=r"'np.log\(x \+ 10\)' has 1 non-finite"):
+        encode_new_data(d, pd.DataFrame({"recipe": ["A"], "x": [-11.0], "g": [1]}))

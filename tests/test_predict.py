@@ -104,8 +104,8 @@ def test_response_intervals_are_wider_than_mean_intervals(sleep_fit):
 
 
 def test_new_levels(sleep_fit):
-    nd = pd.DataFrame({"Days": [3, 3, 3, 3], "Subject": ["308", "new1", "new1", "new2"]})
-    pop = sleep_fit.predict(nd)
+    nd = pd.DataFrame({"Days": [3, 3, 3, 3], "Subject": [308, 1001, 1001, 1002]})
+    pop = sleep_fit.predict(nd, new_levels="population")
     smp = sleep_fit.predict(nd, new_levels="sample", random_seed=1)
     seen = sleep_fit.predict(nd.iloc[:1])
     pd.testing.assert_frame_equal(pop.iloc[:1], seen)
@@ -118,7 +118,7 @@ def test_new_levels(sleep_fit):
     # Rows of one new level share its sampled effect; different new levels do not.
     pd.testing.assert_series_equal(smp.iloc[1], smp.iloc[2], check_names=False)
     assert smp.iloc[3]["Estimate"] != smp.iloc[1]["Estimate"]
-    with pytest.raises(PredictionError, match=r"'Subject'.*\['new1', 'new2'\]"):
+    with pytest.raises(PredictionError, match=r"2 level\(s\) of the grouping factor 'Subject'.*: 1001, 1002 "):
         sleep_fit.predict(nd, new_levels="error")
     # Excluding the factor makes unseen levels irrelevant.
     sleep_fit.predict(nd, re_form="~0", new_levels="error")

@@ -140,11 +140,11 @@ def test_reml_predict_matches_lme4_semantics(reml):
     X = np.column_stack([np.ones(2), new.Days])
     np.testing.assert_allclose(pop["Std. Error"], np.sqrt(np.einsum("ij,jk,ik->i", X, reml.vcov().to_numpy(), X)))
     assert (pop["Std. Error"] > 0).all() and (pop["u-95% CI"] > pop["l-95% CI"]).all()
-    cond = reml.predict(new)["Estimate"]  # allow.new.levels = TRUE: unseen subject 999 gets the population line
+    cond = reml.predict(new, new_levels="population")["Estimate"]  # allow.new.levels = TRUE: unseen subject 999 gets the population line
     co = reml.coef()["Subject"].loc["308"]
     assert cond.iloc[0] == pytest.approx(co["(Intercept)"])
     assert cond.iloc[1] == pytest.approx(pop["Estimate"].iloc[1])
     with pytest.raises(bayeslmm.PredictionError, match="999"):
-        reml.predict(new, new_levels="error")
+        reml.predict(new)  # lme4's default allow.new.levels = FALSE refuses it
     with pytest.raises(bayeslmm.PredictionError, match="NUTS"):
         reml.predict(new, new_levels="sample")

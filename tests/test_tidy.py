@@ -83,7 +83,7 @@ def test_augment(sleep_fit):
     np.testing.assert_allclose(a[".fitted"], sleep_fit.fitted(), rtol=1e-10)
     np.testing.assert_allclose(a[".resid"], sleep_fit.resid(), rtol=1e-10, atol=1e-9)
     assert ((a[".lower"] < a[".fitted"]) & (a[".fitted"] < a[".upper"])).all()
-    nd = pd.DataFrame({"Days": [1, 2], "Subject": ["308", "309"]}, index=[10, 20])
+    nd = pd.DataFrame({"Days": [1, 2], "Subject": [308, 309]}, index=[10, 20])
     b = sleep_fit.augment(nd)
     assert ".resid" not in b.columns and list(b.index) == [10, 20]
     np.testing.assert_allclose(b[".fitted"], sleep_fit.predict(nd)["Estimate"])
