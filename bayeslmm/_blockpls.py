@@ -28,7 +28,7 @@ from scipy.linalg import lapack
 from . import _blockpls_kernels as kern
 from .design import Design
 
-__all__ = ["BlockedPLS", "SMALL_REST", "tril_positions"]
+__all__ = ["BlockedPLS", "SMALL_REST", "rest_size", "tril_positions"]
 
 #: Rest blocks of at most this many rows are factored inside the compiled kernel; larger ones by LAPACK.
 SMALL_REST = 48
@@ -55,6 +55,12 @@ def _terms(design: Design) -> list[list[int]]:
     return [groups[i] for i in order]
 
 
+def rest_size(design: Design) -> int:
+    """Q₂: the number of random effects outside the leading term (the dense block's size less p + 1)."""
+    terms = _terms(design)
+    return sum(design.blocks[grp[0]].n_levels * sum(design.blocks[k].q for k in grp) for grp in terms[1:])
+
+
 class BlockedPLS:
     """Cross-products and the in-place blocked Cholesky factor for one design.
 
@@ -71,6 +77,7 @@ class BlockedPLS:
 
     def __init__(self, design: Design) -> None:
         blocks = design.blocks
+        self._blocks = blocks
         X = np.asarray(design.X, dtype=float)
         self.n, self.p = X.shape
         n, p = self.n, self.p
@@ -151,6 +158,10 @@ class BlockedPLS:
         xy_pos = self.ptr[1:, None] - (p + 1) + np.arange(p + 1)
         prow[xy_pos.ravel()] = Q2 + np.tile(np.arange(p + 1), n1)
         self.prow = prow
+        self.level_of = np.repeat(np.arange(n1, dtype=np.int64), count)
+        self.col_k = np.argsort(prow, kind="stable").astype(np.int64)
+        self.col_ptr = np.concatenate([[0], np.cumsum(np.bincount(prow, minlength=R))]).astype(np.int64)
+        self.scalar_rest = bool(np.all(self.tg == 1))
         self.pval = np.zeros((nnz, g))
         row_start = 0
         for t in range(len(rest)):
@@ -195,7 +206,7 @@ class BlockedPLS:
         self.LA = np.zeros((R, R), order="F")
         self.L22 = np.zeros((R, R), order="F")
         self.tmp = np.zeros((g, g))
-        self.out3 = np.zeros(3)
+        self.out3, self.scale = np.zeros(3), np.zeros(R)
         self.u1, self.b1, self.zr1 = np.zeros((n1, g)), np.zeros((n1, g)), np.zeros((n1, g))
         self.x2, self.b2, self.zr2 = np.zeros(R), np.zeros(Q2), np.zeros(Q2)
         self.W21, self.W11 = np.zeros((nnz, g)), np.zeros((n1, g, g))
@@ -225,8 +236,8 @@ class BlockedPLS:
         if self.small:
             ok = kern.factor_small(
                 theta, self.th_term, self.th_row, self.th_col, self.lam, self.A11, self.L11, self.ptr, self.prow,
-                self.pval, self.SA, self.L21, self.rt, self.rc, self.rs, self.tg, self.Q2, self.p, self.A22,
-                self.LA, self.L22, self.tmp, self.out3,
+                self.col_ptr, self.col_k, self.level_of, self.pval, self.SA, self.L21, self.rt, self.rc, self.rs, self.tg, self.Q2, self.p, self.A22,
+                self.LA, self.L22, self.tmp, self.scale, self.out3,
             )
             if not ok:
                 return False
@@ -239,8 +250,8 @@ class BlockedPLS:
         )
         if np.isnan(ld1):
             return False
-        kern.schur(self.lam, self.A22, self.LA, self.L22, self.ptr, self.prow, self.L21, self.rt, self.rc, self.rs,
-                   self.tg, self.Q2)
+        kern.schur(self.lam, self.A22, self.LA, self.L22, self.ptr, self.prow, self.col_ptr, self.col_k, self.level_of,
+                   self.L21, self.rt, self.rc, self.rs, self.tg, self.Q2, self.scale)
         _, info = lapack.dpotrf(self.L22, lower=1, clean=0, overwrite_a=1)
         if info != 0:
             return False
@@ -255,9 +266,9 @@ class BlockedPLS:
             self.tg, self.Q2, self.p, self.A22, self.L22, self.u1, self.x2, self.b1, self.b2, self.zr1, self.zr2,
         )
 
-    @property
-    def beta(self) -> np.ndarray:
-        """β̂ at the factored θ (after :meth:`solve`)."""
+    def fixef(self) -> np.ndarray:
+        """β̂ at the factored θ."""
+        self.solve()
         return self.x2[self.Q2 : self.Q2 + self.p].copy()
 
     def _inverse(self, m: int) -> np.ndarray:
@@ -277,9 +288,16 @@ class BlockedPLS:
         return W
 
     def selected_inverse(self, m: int) -> np.ndarray:
-        """M⁻¹ on the factor's pattern for the first m rest rows (Q₂: random effects only; Q₂+p: with β)."""
+        """M⁻¹ on the factor's pattern for the first m rest rows (Q₂: random effects only; Q₂+p: with β).
+
+        Returns W₂₂ (its lower triangle; all of it when a rest term is not scalar);
+        fills ``W21`` and ``W11``.
+        """
         W = self._inverse(m)
-        kern.selected_inverse(self.L11, self.ptr, self.prow, self.L21, W, m, self.W21, self.W11, self.tmp)
+        kern.selected_inverse(self.L11, self.ptr, self.prow, self.col_ptr, self.col_k, self.level_of, self.L21, W, m,
+                              self.W21, self.W11, self.tmp)
+        if not self.scalar_rest:
+            kern.symmetrize(W, m)
         return W
 
     def gradient(self, reml: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -290,7 +308,7 @@ class BlockedPLS:
         k = self.th_term.shape[0]
         g_ld, g_r2 = np.empty(k), np.empty(k)
         kern.gradient(
-            self.lam, self.A11, self.ptr, self.prow, self.pval, self.SA, W, m, self.W21, self.W11, self.LA, self.rt,
+            self.lam, self.A11, self.A22, self.scale, self.ptr, self.prow, self.pval, self.SA, W, m, self.W21, self.W11, self.LA, self.rt,
             self.rc, self.rs, self.tg, self.toff, self.tlev, self.Q2, self.th_term, self.th_row, self.th_col, self.u1,
             self.x2, self.zr1, self.zr2, self.Fsum, g_ld, g_r2,
         )
@@ -307,10 +325,15 @@ class BlockedPLS:
             raise np.linalg.LinAlgError(f"potri info {info}")
         return np.tril(inv) + np.tril(inv, -1).T
 
-    def modes(self, design: Design) -> list[np.ndarray]:
-        """Per design block, the conditional modes b (levels × q) at the factored θ (after :meth:`solve`)."""
+    def conditional(self, sigma: float, condvar: bool) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Per design block, the conditional modes and (if ``condvar``) their conditional sds at the factored θ."""
+        self.solve()
+        modes = self._modes()
+        return modes, (self._conditional_sds(sigma) if condvar else None)
+
+    def _modes(self) -> list[np.ndarray]:
         out = []
-        for k, b in enumerate(design.blocks):
+        for k, b in enumerate(self._blocks):
             t, c = self.block_place[k]
             if t == 0:
                 out.append(self.b1[:, c : c + b.q].copy())
@@ -319,12 +342,11 @@ class BlockedPLS:
                 out.append(self.b2[off : off + w * lev].reshape(lev, w)[:, c : c + b.q].copy())
         return out
 
-    def conditional_sds(self, design: Design, sigma: float) -> list[np.ndarray]:
-        """Per design block, sqrt(diag(σ²ΛA⁻¹Λ')) by level (lme4's condVar) at the factored θ."""
-        W = self.selected_inverse(self.Q2)
-        Wd = np.tril(W) + np.tril(W, -1).T if self.Q2 else W
+    def _conditional_sds(self, sigma: float) -> list[np.ndarray]:
+        """Per design block, sqrt(diag(σ²ΛA⁻¹Λ')) by level (lme4's condVar)."""
+        Wd = self.selected_inverse(self.Q2)
         out = []
-        for k, b in enumerate(design.blocks):
+        for k, b in enumerate(self._blocks):
             t, c = self.block_place[k]
             lam = self.lam[t]
             if t == 0:
@@ -333,7 +355,8 @@ class BlockedPLS:
             else:
                 w, off, lev = int(self.tg[t - 1]), int(self.toff[t - 1]), int(self.tlev[t - 1])
                 idx = off + np.arange(lev)[:, None] * w + np.arange(w)
-                blocks = Wd[idx[:, :, None], idx[:, None, :]]
+                ri, ci = idx[:, :, None], idx[:, None, :]
+                blocks = Wd[np.maximum(ri, ci), np.minimum(ri, ci)]
             lam_t = lam[:w, :w]
             cov = lam_t @ blocks @ lam_t.T
             var = sigma**2 * np.diagonal(cov, axis1=1, axis2=2)[:, c : c + b.q]

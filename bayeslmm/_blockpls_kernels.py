@@ -80,6 +80,14 @@ def inverse_from_chol(L, W, m):
 
 
 @njit(**_OPTS)
+def symmetrize(W, m):
+    """Copy the lower triangle of ``W[:m, :m]`` to its upper triangle."""
+    for c in range(m):
+        for r in range(c + 1, m):
+            W[c, r] = W[r, c]
+
+
+@njit(**_OPTS)
 def leading(lam, A11, L11, ptr, prow, pval, SA, L21, rt, rc, tg, Q2, tmp):
     """Factor the leading blocks and form L₂₁; returns log|L₁₁|² (NaN if not positive definite)."""
     n1, g = A11.shape[0], A11.shape[1]
@@ -128,48 +136,66 @@ def leading(lam, A11, L11, ptr, prow, pval, SA, L21, rt, rc, tg, Q2, tmp):
 
 
 @njit(**_OPTS)
-def schur(lam, A22, LA, L22, ptr, prow, L21, rt, rc, rs, tg, Q2):
-    """L₂₂ before its factorization: Λ₂'A₂₂Λ₂ + I − L₂₁L₂₁' (lower triangle); LA = Λ₂'A₂₂."""
+def schur(lam, A22, LA, L22, ptr, prow, col_ptr, col_k, level_of, L21, rt, rc, rs, tg, Q2, scale):
+    """L₂₂ before its factorization: Λ₂'A₂₂Λ₂ + I − L₂₁L₂₁' (lower triangle); LA = Λ₂'A₂₂.
+
+    ``scale`` (length R) receives Λ₂'s diagonal when every rest term is scalar.
+    ``col_ptr``/``col_k`` list the pattern positions by rest row, ``level_of`` their leading level.
+    """
     R = A22.shape[0]
     g = L21.shape[1]
-    for c in range(R):
+    scalar = True
+    for t in range(tg.shape[0]):
+        if tg[t] != 1:
+            scalar = False
+    if scalar:  # Λ₂ = diag(scale)
         for r in range(R):
-            if r < Q2:
-                t, cc, s0 = rt[r], rc[r], rs[r]
-                s = 0.0
-                for e in range(cc, tg[t]):
-                    s += lam[1 + t, e, cc] * A22[s0 + e, c]
-                LA[r, c] = s
-            else:
-                LA[r, c] = A22[r, c]
-    for c in range(R):
-        if c < Q2:
-            t, cc, s0 = rt[c], rc[c], rs[c]
+            scale[r] = lam[1 + rt[r], 0, 0] if r < Q2 else 1.0
+        for c in range(R):
+            sc = scale[c]
+            for r in range(R):
+                LA[r, c] = scale[r] * A22[r, c]
             for r in range(c, R):
-                s = 0.0
-                for e in range(cc, tg[t]):
-                    s += LA[r, s0 + e] * lam[1 + t, e, cc]
-                L22[r, c] = s
-            L22[c, c] += 1.0
-        else:
-            for r in range(c, R):
-                L22[r, c] = LA[r, c]
-    n1 = ptr.shape[0] - 1
-    if g == 1:
-        for j in range(n1):
-            for k1 in range(ptr[j], ptr[j + 1]):
-                r1, v = prow[k1], L21[k1, 0]
-                for k2 in range(ptr[j], k1 + 1):
-                    L22[r1, prow[k2]] -= v * L21[k2, 0]
+                L22[r, c] = LA[r, c] * sc
     else:
-        for j in range(n1):
-            for k1 in range(ptr[j], ptr[j + 1]):
-                r1 = prow[k1]
-                for k2 in range(ptr[j], k1 + 1):
+        for c in range(R):
+            for r in range(R):
+                if r < Q2:
+                    t, cc, s0 = rt[r], rc[r], rs[r]
+                    s = 0.0
+                    for e in range(cc, tg[t]):
+                        s += lam[1 + t, e, cc] * A22[s0 + e, c]
+                    LA[r, c] = s
+                else:
+                    LA[r, c] = A22[r, c]
+        for c in range(R):
+            if c < Q2:
+                t, cc, s0 = rt[c], rc[c], rs[c]
+                for r in range(c, R):
+                    s = 0.0
+                    for e in range(cc, tg[t]):
+                        s += LA[r, s0 + e] * lam[1 + t, e, cc]
+                    L22[r, c] = s
+            else:
+                for r in range(c, R):
+                    L22[r, c] = LA[r, c]
+    for c in range(Q2):
+        L22[c, c] += 1.0
+    # The sparse downdate, column by column: every write of one column stays in that column.
+    for r2 in range(R):
+        for q in range(col_ptr[r2], col_ptr[r2 + 1]):
+            k2 = col_k[q]
+            end = ptr[level_of[k2] + 1]
+            if g == 1:
+                v = L21[k2, 0]
+                for k1 in range(k2, end):
+                    L22[prow[k1], r2] -= L21[k1, 0] * v
+            else:
+                for k1 in range(k2, end):
                     s = 0.0
                     for a in range(g):
                         s += L21[k1, a] * L21[k2, a]
-                    L22[r1, prow[k2]] -= s
+                    L22[prow[k1], r2] -= s
 
 
 @njit(**_OPTS)
@@ -186,14 +212,14 @@ def logdets(L22, Q2, p):
 
 
 @njit(**_OPTS)
-def factor_small(theta, th_term, th_row, th_col, lam, A11, L11, ptr, prow, pval, SA, L21,
-                 rt, rc, rs, tg, Q2, p, A22, LA, L22, tmp, out):
+def factor_small(theta, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of, pval, SA, L21,
+                 rt, rc, rs, tg, Q2, p, A22, LA, L22, tmp, scale, out):
     """The whole per-θ factorization when L₂₂ is small; ``out`` = (log|L|², log|R_X|², r²)."""
     set_lambda(theta, th_term, th_row, th_col, lam)
     ld1 = leading(lam, A11, L11, ptr, prow, pval, SA, L21, rt, rc, tg, Q2, tmp)
     if np.isnan(ld1):
         return False
-    schur(lam, A22, LA, L22, ptr, prow, L21, rt, rc, rs, tg, Q2)
+    schur(lam, A22, LA, L22, ptr, prow, col_ptr, col_k, level_of, L21, rt, rc, rs, tg, Q2, scale)
     if not chol_lower(L22, L22.shape[0]):
         return False
     ld2, ldx, r2 = logdets(L22, Q2, p)
@@ -244,7 +270,7 @@ def solve(lam, A11, L11, ptr, prow, pval, L21, rt, rc, rs, tg, Q2, p, A22, L22, 
         for b in range(p):
             s -= A22[Q2 + b, c] * x2[Q2 + b]
         for r in range(Q2):
-            s -= A22[c, r] * b2[r]
+            s -= A22[r, c] * b2[r]
         zr2[c] = s
     for j in range(n1):
         ky = ptr[j + 1] - 1
@@ -267,29 +293,34 @@ def solve(lam, A11, L11, ptr, prow, pval, L21, rt, rc, rs, tg, Q2, p, A22, L22, 
 
 
 @njit(**_OPTS)
-def selected_inverse(L11, ptr, prow, L21, W, m, W21, W11, tmp):
-    """M⁻¹ on the pattern of L, given W = lower triangle of M₂₂-block inverse (rows < m).
+def selected_inverse(L11, ptr, prow, col_ptr, col_k, level_of, L21, W, m, W21, W11, tmp):
+    """M⁻¹ on the pattern of L, given W, the inverse of the first m rest rows' block (lower triangle).
 
-    Fills W21 (rows of the pattern below m) and the diagonal blocks W11 of the
-    leading part; W must hold the lower triangle of the inverse of the rest block.
+    Fills W21 = −W₂₂L₂₁L₁₁⁻¹ on the pattern's rows below m and the diagonal
+    blocks W11 of the leading part. W₂₂ is read column by column, lower
+    triangle only.
     """
     n1, g = L11.shape[0], L11.shape[2]
+    W21[:] = 0.0
+    for r in range(m):
+        for q in range(col_ptr[r], col_ptr[r + 1]):
+            k = col_k[q]
+            for k2 in range(k, ptr[level_of[k] + 1]):
+                r2 = prow[k2]
+                if r2 >= m:
+                    break
+                w = W[r2, r]
+                for a in range(g):
+                    W21[k, a] -= w * L21[k2, a]
+                if k2 != k:
+                    for a in range(g):
+                        W21[k2, a] -= w * L21[k, a]
     for j in range(n1):
         for k in range(ptr[j], ptr[j + 1]):
-            r = prow[k]
-            if r >= m:
-                continue
-            for a in range(g):
-                s = 0.0
-                for k2 in range(ptr[j], ptr[j + 1]):
-                    r2 = prow[k2]
-                    if r2 >= m:
-                        continue
-                    w = W[r, r2] if r >= r2 else W[r2, r]
-                    s -= w * L21[k2, a]
-                tmp[0, a] = s
-            for a in range(g - 1, -1, -1):  # y L11 = v
-                s = tmp[0, a]
+            if prow[k] >= m:
+                break
+            for a in range(g - 1, -1, -1):  # W21[k] L11 = v
+                s = W21[k, a]
                 for b in range(a + 1, g):
                     s -= W21[k, b] * L11[j, b, a]
                 W21[k, a] = s / L11[j, a, a]
@@ -308,8 +339,9 @@ def selected_inverse(L11, ptr, prow, L21, W, m, W21, W11, tmp):
             for c in range(g):
                 s = tmp[a, c]
                 for k in range(ptr[j], ptr[j + 1]):
-                    if prow[k] < m:
-                        s -= L21[k, a] * W21[k, c]
+                    if prow[k] >= m:
+                        break
+                    s -= L21[k, a] * W21[k, c]
                 W11[j, a, c] = s
         for c in range(g):  # W11_jj = L11⁻ᵀ · (column c), by back substitution
             for a in range(g - 1, -1, -1):
@@ -320,9 +352,12 @@ def selected_inverse(L11, ptr, prow, L21, W, m, W21, W11, tmp):
 
 
 @njit(**_OPTS)
-def gradient(lam, A11, ptr, prow, pval, SA, W, m, W21, W11, LA, rt, rc, rs, tg, toff, tlev, Q2,
+def gradient(lam, A11, A22, scale, ptr, prow, pval, SA, W, m, W21, W11, LA, rt, rc, rs, tg, toff, tlev, Q2,
              th_term, th_row, th_col, u1, x2, zr1, zr2, Fsum, grad_ld, grad_r2):
-    """∂ log|M| / ∂θ (grad_ld) and ∂r² / ∂θ (grad_r2) from the selected inverse."""
+    """∂ log|M| / ∂θ (grad_ld) and ∂r² / ∂θ (grad_r2) from the selected inverse.
+
+    W is read from its lower triangle when every rest term is scalar, else it must be symmetric.
+    """
     n1, g = A11.shape[0], A11.shape[1]
     lam1 = lam[0]
     Fsum[:] = 0.0
@@ -354,15 +389,26 @@ def gradient(lam, A11, ptr, prow, pval, SA, W, m, W21, W11, LA, rt, rc, rs, tg, 
                         pl += pval[kc, d] * lam1[d, a]
                     s += W21[kb, a] * pl
                 Fsum[1 + t, cb, cc] += s
-    for rb in range(Q2):
-        t, cb, s0 = rt[rb], rc[rb], rs[rb]
-        for cc in range(tg[t]):
-            c = s0 + cc
-            s = 0.0
-            for a in range(m):
-                w = W[rb, a] if rb >= a else W[a, rb]
-                s += w * LA[a, c]
-            Fsum[1 + t, cb, cc] += s
+    scalar = True
+    for t in range(tg.shape[0]):
+        if tg[t] != 1:
+            scalar = False
+    if scalar:  # F[b, b] = Σ_a W[a, b] s_a A22[a, b], from W's lower triangle
+        for b in range(min(m, Q2)):
+            for a in range(b, m):
+                w = W[a, b] * A22[a, b]
+                Fsum[1 + rt[b], 0, 0] += w * scale[a]
+                if a != b and a < Q2:
+                    Fsum[1 + rt[a], 0, 0] += w * scale[b]
+    else:  # W symmetric here
+        for rb in range(Q2):
+            t, cb, s0 = rt[rb], rc[rb], rs[rb]
+            for cc in range(tg[t]):
+                c = s0 + cc
+                s = 0.0
+                for a in range(m):
+                    s += W[a, rb] * LA[a, c]
+                Fsum[1 + t, cb, cc] += s
     for i in range(th_term.shape[0]):
         term, r, c = th_term[i], th_row[i], th_col[i]
         grad_ld[i] = 2.0 * Fsum[term, c, r]
