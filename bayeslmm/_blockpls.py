@@ -32,6 +32,8 @@ __all__ = ["BlockedPLS", "SMALL_REST", "rest_size", "tril_positions"]
 
 #: Rest blocks of at most this many rows are factored inside the compiled kernel; larger ones by LAPACK.
 SMALL_REST = 48
+#: Largest n × (Q₂ + p) for which the rest columns' cross-products are formed densely.
+_DENSE_CROSS = 2_000_000
 
 
 def tril_positions(q: int) -> list[tuple[int, int]]:
@@ -177,8 +179,7 @@ class BlockedPLS:
             for a in range(g):
                 self.pval[xy_pos[:, b], a] = np.bincount(gidx1, Xy[:, b] * Z1[:, a], minlength=n1)
 
-        # A₂₂ = [Z₂ X y]'[Z₂ X y], dense and full.
-        cols = [X]
+        # A₂₂ = [Z₂ X y]'[Z₂ X y], dense and full; [Z₂ X] is kept (dense when small) for new responses.
         if rest:
             zr, zc, zv = [], [], []
             rows = np.arange(n)
@@ -187,16 +188,20 @@ class BlockedPLS:
                     zr.append(rows)
                     zc.append(self.toff[t] + rest_gidx[t] * self.tg[t] + c)
                     zv.append(rest_Z[t][:, c])
-            Z2 = sp.csc_matrix((np.concatenate(zv), (np.concatenate(zr), np.concatenate(zc))), shape=(n, Q2))
-            W2 = sp.hstack([Z2, sp.csc_matrix(X)], format="csc")
+            if n * (R - 1) <= _DENSE_CROSS:
+                W2 = np.zeros((n, R - 1))
+                np.add.at(W2, (np.concatenate(zr), np.concatenate(zc)), np.concatenate(zv))
+                W2[:, Q2:] = X
+                cross = W2.T @ W2
+            else:
+                Z2 = sp.csc_matrix((np.concatenate(zv), (np.concatenate(zr), np.concatenate(zc))), shape=(n, Q2))
+                W2 = sp.hstack([Z2, sp.csc_matrix(X)], format="csc")
+                cross = (W2.T @ W2).toarray()
         else:
-            W2 = None
-        self._W2 = W2  # [Z₂ X], kept for new responses
+            W2, cross = X, X.T @ X
+        self._W2 = W2
         self.A22 = np.zeros((R, R), order="F")
-        if W2 is not None:
-            self.A22[: R - 1, : R - 1] = (W2.T @ W2).toarray()
-        else:
-            self.A22[:p, :p] = X.T @ X
+        self.A22[: R - 1, : R - 1] = cross
         self.set_response(np.asarray(design.y, dtype=float))
 
         # Workspace, overwritten for every θ.
@@ -214,6 +219,16 @@ class BlockedPLS:
         self._winv: dict[int, np.ndarray] = {}
         self.logdet_L = self.logdet_RX = self.r2 = np.nan
         self.small = R <= SMALL_REST
+        if self.small:  # everything kern.evaluate_small needs, in its order
+            k = self.th_term.shape[0]
+            self._winv[R - 1] = W = np.zeros((R - 1, R - 1), order="F")
+            dims = np.array([Q2, p, n, int(self.scalar_rest)], dtype=np.int64)
+            self.small_args = (
+                self.th_term, self.th_row, self.th_col, self.lam, self.A11, self.L11, self.ptr, self.prow, self.col_ptr,
+                self.col_k, self.level_of, self.pval, self.SA, self.L21, self.rt, self.rc, self.rs, self.tg, self.toff,
+                self.tlev, self.A22, self.LA, self.L22, self.tmp, self.scale, self.out3, self.u1, self.x2, self.b1,
+                self.b2, self.zr1, self.zr2, W, self.W21, self.W11, self.Fsum, np.empty(k), np.empty(k), dims,
+            )
 
     # ------------------------------------------------------------------
     def set_response(self, y: np.ndarray) -> None:
@@ -224,7 +239,7 @@ class BlockedPLS:
         R, p, g = self.R, self.p, self.g
         for a in range(g):
             self.pval[self._xy_pos[:, p], a] = np.bincount(self._gidx1, y * self._Z1[:, a], minlength=self.n1)
-        col = self._W2.T @ y if self._W2 is not None else self._X.T @ y
+        col = self._W2.T @ y
         self.A22[R - 1, : R - 1] = col
         self.A22[: R - 1, R - 1] = col
         self.A22[R - 1, R - 1] = float(y @ y)

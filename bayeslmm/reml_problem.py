@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import OptimizeResult, minimize
 
+from ._bfgs import CONVERGED_DECREASE, CONVERGED_GRADIENT, STOPPED_LINESEARCH, STOPPED_MAXITER, minimize_small
 from ._blockpls import BlockedPLS, rest_size
 from ._linalg import DENSE_SCHUR_MAX, SparseEngine, ThetaLayout
 from .design import Design
@@ -42,8 +43,16 @@ from .reml_result import SINGULAR_MESSAGE, SINGULAR_TOL, REMLResult
 
 __all__ = ["REMLProblem", "REMLEstimate", "VarParInfo"]
 
-#: Projected-gradient size at which a stalled L-BFGS-B line search is accepted.
+#: Projected-gradient size at which a stalled line search is accepted.
 _GTOL_ACCEPT = 1e-4
+#: The quasi-Newton runs' stopping rules: relative decrease, projected gradient (θ·scale), iterations.
+_FTOL, _GTOL, _MAXITER = 1e-12, 1e-6, 1000
+_BFGS_MESSAGES = {
+    CONVERGED_GRADIENT: "CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL",
+    CONVERGED_DECREASE: "CONVERGENCE: RELATIVE REDUCTION OF F <= FTOL",
+    STOPPED_MAXITER: "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+    STOPPED_LINESEARCH: "ABNORMAL: LINE SEARCH FAILED",
+}
 _LOG2PI = float(np.log(2.0 * np.pi))
 #: Criterion returned where θ cannot be factored (never at a feasible θ: A_θ = Λ'Z'ZΛ + I is positive definite).
 _HUGE = float(np.finfo(float).max) / 1e10
@@ -368,10 +377,14 @@ class REMLProblem:
         self.engine.set_response(y)
         self._theta = None
 
+    def _blas(self) -> Any:
+        """One BLAS thread around LAPACK-sized work; nothing to limit when the compiled kernel does it all."""
+        return contextlib.nullcontext() if getattr(self.engine, "small", False) else single_threaded_blas()
+
     def optimize(self, start: np.ndarray | None = None) -> REMLEstimate:
         """Minimise the profiled criterion from ``start`` (lme4's start if None) and return the optimum."""
         x0 = self.layout.start() if start is None else np.maximum(np.asarray(start, dtype=float), self.layout.lower)
-        with single_threaded_blas():
+        with self._blas():
             opt, n_evals, converged = _optimize(self, x0)
             theta = np.asarray(opt.x, dtype=float).copy()
             lower = self.layout.lower
@@ -404,7 +417,7 @@ class REMLProblem:
         """The full :class:`REMLResult` at an optimum: covariances, conditional modes and sds, fitted values."""
         design = self.design
         n, p = self.n, self.p
-        with single_threaded_blas():
+        with self._blas():
             if not self._factor(est.theta):
                 raise BayesLMMError("The estimate's theta could not be factored.")
             sigma2 = est.sigma**2
@@ -462,33 +475,55 @@ def _scale(problem: REMLProblem) -> np.ndarray:
     return np.concatenate([np.full(b.q * (b.q + 1) // 2, np.sqrt(b.n_levels)) for b in problem.design.blocks])
 
 
-def _optimize(problem: REMLProblem, x0: np.ndarray) -> tuple[OptimizeResult, int, bool]:
-    """Minimise the profiled criterion over θ within lme4's bounds.
+def _local_min(problem: REMLProblem, x0: np.ndarray) -> OptimizeResult:
+    """One bounded quasi-Newton run from x0 (θ scale), with the analytic gradient where there is one.
 
-    L-BFGS-B on θ·scale (see :func:`_scale`) with the analytic gradient
-    (central differences on the sparse fallback). A line search that gives
-    up where the projected gradient is already at its noise floor counts as
-    converged; otherwise a bounded Nelder-Mead run polishes the answer and
-    the better point is kept. Returns the scipy result (in θ), the number of
-    evaluations and a convergence flag.
+    Small blocked problems run the compiled projected BFGS of :mod:`bayeslmm._bfgs`
+    in one call; the others run scipy's L-BFGS-B. Both work on θ·scale
+    (see :func:`_scale`) and stop on a projected gradient ≤ 1e-6 or a relative
+    decrease ≤ 1e-12.
     """
     layout = problem.layout
     scale = _scale(problem)
+    engine = problem.engine
+    if problem.analytic_gradient and engine.small:
+        x, g = np.empty(layout.size), np.empty(layout.size)
+        f, nfev, code = minimize_small(np.asarray(x0, dtype=float), layout.lower, scale, problem.reml, _FTOL, _GTOL,
+                                       _MAXITER, engine.small_args, x, g)
+        engine.factor(x)
+        problem._theta = x.copy()
+        return OptimizeResult(x=x, fun=float(f), jac=g, nfev=int(nfev), nit=int(nfev), success=code <= 1,
+                              message=_BFGS_MESSAGES[code])
     bounds = [(lo, None) if np.isfinite(lo) else (None, None) for lo in layout.lower]
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         f, g = problem.deviance_and_gradient(x / scale)
         return f, g / scale
 
-    options = {"ftol": 1e-12, "gtol": 1e-6, "maxiter": 1000}
-    best = minimize(fun, x0 * scale, method="L-BFGS-B", jac=True, bounds=bounds, options=options)
-    best.x = best.x / scale
-    best.jac = best.jac * scale
+    options = {"ftol": _FTOL, "gtol": _GTOL, "maxiter": _MAXITER}
+    res = minimize(fun, np.asarray(x0, dtype=float) * scale, method="L-BFGS-B", jac=True, bounds=bounds, options=options)
+    res.x = res.x / scale
+    res.jac = res.jac * scale
+    return res
+
+
+def _optimize(problem: REMLProblem, x0: np.ndarray) -> tuple[OptimizeResult, int, bool]:
+    """Minimise the profiled criterion over θ within lme4's bounds.
+
+    A quasi-Newton run (:func:`_local_min`) from lme4's start. A line search
+    that gives up where the projected gradient is already at its noise floor
+    counts as converged; otherwise a bounded Nelder-Mead run polishes the
+    answer and the better point is kept. Returns the result (in θ), the
+    number of evaluations and a convergence flag.
+    """
+    layout = problem.layout
+    best = _local_min(problem, x0)
     n_evals, converged = int(best.nfev), bool(best.success)
     if not converged and best.nit > 0:
         grad = np.where((best.x <= layout.lower) & (best.jac > 0), 0.0, best.jac)
         converged = bool(np.max(np.abs(grad)) < _GTOL_ACCEPT)
     if not converged:
+        bounds = [(lo, None) if np.isfinite(lo) else (None, None) for lo in layout.lower]
         xs = np.maximum(best.x, layout.lower)
         simplex = [xs]
         for i in range(layout.size):
@@ -501,11 +536,11 @@ def _optimize(problem: REMLProblem, x0: np.ndarray) -> tuple[OptimizeResult, int
         converged = bool(polish.success)
         if polish.fun <= best.fun:
             best = polish
-    best, extra = _escape_boundary(problem, best, bounds, options)
+    best, extra = _escape_boundary(problem, best)
     return best, n_evals + extra, converged
 
 
-def _escape_boundary(problem: REMLProblem, best: OptimizeResult, bounds, options) -> tuple[OptimizeResult, int]:
+def _escape_boundary(problem: REMLProblem, best: OptimizeResult) -> tuple[OptimizeResult, int]:
     """Re-check a boundary optimum from inside the feasible region.
 
     The criterion depends on a diagonal θ element through its square, so its
@@ -530,6 +565,6 @@ def _escape_boundary(problem: REMLProblem, best: OptimizeResult, bounds, options
             x_best, f_best = x, f
     if x_best is None:
         return best, n_evals
-    again = minimize(problem.deviance_and_gradient, x_best, method="L-BFGS-B", jac=True, bounds=bounds, options=options)
+    again = _local_min(problem, x_best)
     n_evals += int(again.nfev)
     return (again if again.fun < best.fun else best), n_evals
