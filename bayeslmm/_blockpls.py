@@ -251,8 +251,8 @@ class BlockedPLS:
         if self.small:
             ok = kern.factor_small(
                 theta, self.th_term, self.th_row, self.th_col, self.lam, self.A11, self.L11, self.ptr, self.prow,
-                self.col_ptr, self.col_k, self.level_of, self.pval, self.SA, self.L21, self.rt, self.rc, self.rs, self.tg, self.Q2, self.p, self.A22,
-                self.LA, self.L22, self.tmp, self.scale, self.out3,
+                self.col_ptr, self.col_k, self.level_of, self.pval, self.SA, self.L21, self.rt, self.rc, self.rs, self.tg,
+                self.Q2, self.p, self.A22, self.LA, self.L22, self.tmp, self.scale, self.out3,
             )
             if not ok:
                 return False
