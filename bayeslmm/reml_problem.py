@@ -4,7 +4,9 @@ lme4's algorithm (Bates, Mächler, Bolker & Walker 2015, JSS 67(1)): the
 random effects are b = Λ_θ u with u ~ N(0, σ²I); for given θ the penalized
 least-squares problem is solved through the Cholesky factor L_θ of
 Λ'Z'ZΛ + I, β and σ are profiled out, and only θ is optimised, with lower
-bounds 0 on the diagonal elements of each block's lower-triangular factor.
+bounds 0 on the diagonal elements of each block's lower-triangular factor
+(here: optimised over all of θ's space, where the criterion is even in each
+diagonal element, and mapped back; see ``_local_min``).
 The profiled criteria are
 
     REML: log|L_θ|² + log|R_X|² + (n−p)(1 + log(2π r²(θ)/(n−p)))
@@ -383,13 +385,11 @@ class REMLProblem:
 
     def optimize(self, start: np.ndarray | None = None) -> REMLEstimate:
         """Minimise the profiled criterion from ``start`` (lme4's start if None) and return the optimum."""
-        x0 = self.layout.start() if start is None else np.maximum(np.asarray(start, dtype=float), self.layout.lower)
+        x0 = self.layout.start() if start is None else np.asarray(start, dtype=float)
         with self._blas():
             opt, n_evals, converged = _optimize(self, x0)
             theta = np.asarray(opt.x, dtype=float).copy()
-            lower = self.layout.lower
-            fin = np.isfinite(lower)
-            theta[fin] = np.maximum(theta[fin], 0.0)
+            fin = np.isfinite(self.layout.lower)
             crit = self.deviance(theta)
             beta = self.engine.fixef()
         sigma = float(np.sqrt(self.engine.r2 / self.nu))
@@ -476,87 +476,112 @@ def _scale(problem: REMLProblem) -> np.ndarray:
 
 
 def _local_min(problem: REMLProblem, x0: np.ndarray) -> OptimizeResult:
-    """One bounded quasi-Newton run from x0 (θ scale), with the analytic gradient where there is one.
+    """One quasi-Newton run from x0 over all of θ's space, with the analytic gradient where there is one.
 
-    Small blocked problems run the compiled projected BFGS of :mod:`bayeslmm._bfgs`
-    in one call; the others run scipy's L-BFGS-B. Both work on θ·scale
-    (see :func:`_scale`) and stop on a projected gradient ≤ 1e-6 or a relative
-    decrease ≤ 1e-12.
+    The criterion is unchanged when a column of a block's factor T_k changes
+    sign, so it is even in every diagonal θ element: the run needs no bounds
+    (:func:`_canonical` maps its answer back to lme4's region, diagonals
+    ≥ 0). A bound at 0 would trap a gradient method, whose steps land on it
+    where the derivative is exactly 0. Small blocked problems run the compiled
+    BFGS of :mod:`bayeslmm._bfgs` in one call, the others scipy's L-BFGS-B;
+    both work on θ·scale (see :func:`_scale`) and stop on a gradient ≤ 1e-6
+    or a relative decrease ≤ 1e-12.
     """
     layout = problem.layout
     scale = _scale(problem)
     engine = problem.engine
+    x0 = np.asarray(x0, dtype=float)
     if problem.analytic_gradient and engine.small:
         x, g = np.empty(layout.size), np.empty(layout.size)
-        f, nfev, code = minimize_small(np.asarray(x0, dtype=float), layout.lower, scale, problem.reml, _FTOL, _GTOL,
-                                       _MAXITER, engine.small_args, x, g)
-        engine.factor(x)
-        problem._theta = x.copy()
+        free = np.full(layout.size, -np.inf)
+        f, nfev, code = minimize_small(x0, free, scale, problem.reml, _FTOL, _GTOL, _MAXITER, engine.small_args, x, g)
         return OptimizeResult(x=x, fun=float(f), jac=g, nfev=int(nfev), nit=int(nfev), success=code <= 1,
                               message=_BFGS_MESSAGES[code])
-    bounds = [(lo, None) if np.isfinite(lo) else (None, None) for lo in layout.lower]
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         f, g = problem.deviance_and_gradient(x / scale)
         return f, g / scale
 
     options = {"ftol": _FTOL, "gtol": _GTOL, "maxiter": _MAXITER}
-    res = minimize(fun, np.asarray(x0, dtype=float) * scale, method="L-BFGS-B", jac=True, bounds=bounds, options=options)
+    res = minimize(fun, x0 * scale, method="L-BFGS-B", jac=True, options=options)
     res.x = res.x / scale
     res.jac = res.jac * scale
     return res
 
 
+def _canonical(problem: REMLProblem, theta: np.ndarray) -> np.ndarray:
+    """θ with every factor column whose diagonal is negative negated (the same model, lme4's sign convention)."""
+    theta = np.array(theta, dtype=float)
+    for k, q in enumerate(problem.layout.q):
+        off, m = problem.layout.offsets[k], 0
+        for j in range(q):
+            col = slice(off + m, off + m + q - j)  # elements (j..q-1, j), diagonal first
+            if theta[off + m] < 0:
+                theta[col] = -theta[col]
+            m += q - j
+    return theta
+
+
 def _optimize(problem: REMLProblem, x0: np.ndarray) -> tuple[OptimizeResult, int, bool]:
-    """Minimise the profiled criterion over θ within lme4's bounds.
+    """Minimise the profiled criterion over θ and return it in lme4's region.
 
     A quasi-Newton run (:func:`_local_min`) from lme4's start. A line search
-    that gives up where the projected gradient is already at its noise floor
-    counts as converged; otherwise a bounded Nelder-Mead run polishes the
-    answer and the better point is kept. Returns the result (in θ), the
-    number of evaluations and a convergence flag.
+    that gives up where the gradient is already at its noise floor counts as
+    converged; otherwise a Nelder-Mead run polishes the answer and the better
+    point is kept. The answer is made canonical (diagonals ≥ 0); diagonals
+    within 1e-3 of 0 are set to 0 when that does not raise the criterion by
+    more than 1e-8 (a singular fit, reported on the boundary as lme4 does);
+    and diagonals at 0 are checked from inside (:func:`_escape_boundary`).
+    Returns the result, the number of evaluations and a convergence flag.
     """
     layout = problem.layout
     best = _local_min(problem, x0)
     n_evals, converged = int(best.nfev), bool(best.success)
     if not converged and best.nit > 0:
-        grad = np.where((best.x <= layout.lower) & (best.jac > 0), 0.0, best.jac)
-        converged = bool(np.max(np.abs(grad)) < _GTOL_ACCEPT)
+        converged = bool(np.max(np.abs(best.jac)) < _GTOL_ACCEPT)
     if not converged:
-        bounds = [(lo, None) if np.isfinite(lo) else (None, None) for lo in layout.lower]
-        xs = np.maximum(best.x, layout.lower)
+        xs = best.x
         simplex = [xs]
         for i in range(layout.size):
             step = np.zeros(layout.size)
             step[i] = max(1e-4, 1e-3 * abs(xs[i]))
             simplex.append(xs + step)
         nm_options = {"initial_simplex": np.array(simplex), "xatol": 1e-8, "fatol": 1e-10, "maxfev": 400 * layout.size}
-        polish = minimize(problem.deviance, xs, method="Nelder-Mead", bounds=bounds, options=nm_options)
+        polish = minimize(problem.deviance, xs, method="Nelder-Mead", options=nm_options)
         n_evals += int(polish.nfev)
         converged = bool(polish.success)
         if polish.fun <= best.fun:
             best = polish
+    best.x = _canonical(problem, best.x)
+    diag = np.flatnonzero(np.isfinite(layout.lower) & (best.x > 0) & (best.x < 1e-3))
+    if diag.size:
+        snapped = best.x.copy()
+        snapped[diag] = 0.0
+        f = problem.deviance(snapped)
+        n_evals += 1
+        if f <= best.fun + 1e-8:
+            best.x, best.fun = snapped, min(f, best.fun)
     best, extra = _escape_boundary(problem, best)
     return best, n_evals + extra, converged
 
 
 def _escape_boundary(problem: REMLProblem, best: OptimizeResult) -> tuple[OptimizeResult, int]:
-    """Re-check a boundary optimum from inside the feasible region.
+    """Re-check an optimum with a diagonal θ element at 0 from inside.
 
-    The criterion depends on a diagonal θ element through its square, so its
-    derivative is exactly zero at the bound θ = 0: a gradient method that
-    steps onto the bound stops there even when the interior is lower (lme4's
-    derivative-free BOBYQA does not have this trap). For every diagonal
-    element on the bound, try moving it back inside; restart from the best
-    such point and keep the better optimum.
+    The criterion is even in a diagonal θ element, so its derivative there is
+    exactly 0 and a gradient method started at (or snapped to) 0 stays there
+    even when the interior is lower. For every diagonal element at 0, try
+    moving it away (from just off 0, where the criterion falls if its
+    curvature there is negative, to far out); restart from the best such
+    point and keep the better optimum.
     """
     lower = problem.layout.lower
-    on_bound = np.flatnonzero(np.isfinite(lower) & (best.x <= lower + SINGULAR_TOL))
+    on_bound = np.flatnonzero(np.isfinite(lower) & (best.x <= SINGULAR_TOL))
     if on_bound.size == 0:
         return best, 0
     n_evals = 0
     x_best, f_best = None, best.fun
-    for value in (0.05, 0.2, 0.5, 1.0, 2.0):
+    for value in (0.001, 0.01, 0.05, 0.2, 0.5, 1.0, 2.0):
         x = best.x.copy()
         x[on_bound] = value
         f = problem.deviance(x)
@@ -567,4 +592,7 @@ def _escape_boundary(problem: REMLProblem, best: OptimizeResult) -> tuple[Optimi
         return best, n_evals
     again = _local_min(problem, x_best)
     n_evals += int(again.nfev)
-    return (again if again.fun < best.fun else best), n_evals
+    if again.fun < best.fun:
+        again.x = _canonical(problem, again.x)
+        return again, n_evals
+    return best, n_evals
