@@ -30,7 +30,8 @@ fits, and refits new responses without rebuilding anything.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -152,7 +153,7 @@ def _lower_factor(cov: np.ndarray) -> np.ndarray:
 class REMLProblem:
     """The REML or ML problem of one design, built once and evaluated at any θ.
 
-    Build it with :meth:`from_design`. Every method that takes θ factors
+    Build it with :meth:`from_design`. It pickles (for worker processes). Every method that takes θ factors
     L_θ in place (no allocation in the linear algebra), so a sequence of
     calls is as cheap as the optimiser's own evaluations.
 
@@ -181,6 +182,16 @@ class REMLProblem:
         self.nu = self.n - self.p if self.reml else self.n
         self.analytic_gradient = isinstance(engine, BlockedPLS)
         self._theta: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        """Picklable (to send to worker processes): the design travels without its formulae encoders."""
+        state = self.__dict__.copy()
+        state["design"] = replace(self.design, encoders=None)
+        state["_theta"] = None
+        if isinstance(self.engine, SparseEngine):
+            state["engine"] = copy.copy(self.engine)
+            state["engine"]._design, state["engine"]._fac = state["design"], None
+        return state
 
     @classmethod
     def from_design(cls, design: Design, method: str = "REML", engine: str = "auto") -> REMLProblem:

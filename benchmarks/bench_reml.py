@@ -146,6 +146,7 @@ def _bootstrap(nsim: int = 1000, processes: int = 2) -> dict:
     """Parametric bootstrap of sleepstudy: simulate from the REML fit, refit each response with the engine object."""
     from bayeslmm.design import build_design
     from bayeslmm.reml import REMLProblem
+    import multiprocessing as mp
 
     df = pd.read_csv(SHARED / "data" / "sleepstudy.csv")
     design = build_design(parse_formula("Reaction ~ Days + (Days | Subject)"), df)
@@ -162,8 +163,6 @@ def _bootstrap(nsim: int = 1000, processes: int = 2) -> dict:
                   + rng.normal(0, fit.sigma, design.nobs))
     t0 = time.perf_counter()
     chunks = np.array_split(np.arange(nsim), processes)
-    import multiprocessing as mp
-
     with mp.get_context("fork").Pool(processes) as pool:
         out = pool.starmap(_refit_chunk, [(problem, [ys[i] for i in c], est.theta) for c in chunks])
     wall = time.perf_counter() - t0

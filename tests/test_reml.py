@@ -480,3 +480,17 @@ def test_engine_object_rejects_bad_input() -> None:
         problem.set_response(np.ones(3))
     with pytest.raises(BayesLMMError, match="engine"):
         REMLProblem.from_design(_design("sleep_slopes"), "REML", engine="dense")
+
+
+@pytest.mark.parametrize("engine", ["blocked", "sparse"])
+def test_engine_object_pickles_for_worker_processes(engine: str) -> None:
+    import pickle
+
+    design = _design("penicillin")
+    problem = REMLProblem.from_design(design, "REML", engine=engine)
+    est = problem.optimize()
+    copy = pickle.loads(pickle.dumps(problem))
+    y_new = design.y[::-1].copy()
+    a, b = copy.refit(y_new, start=est.theta), problem.refit(y_new, start=est.theta)
+    assert a.criterion == pytest.approx(b.criterion, abs=1e-10)
+    np.testing.assert_allclose(a.theta, b.theta, atol=1e-8)
