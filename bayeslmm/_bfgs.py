@@ -6,8 +6,9 @@ microseconds, so a Python optimiser loop would cost more than the algebra.
 :func:`minimize_small` runs the optimiser inside the compiled code: BFGS on
 the inverse Hessian, with the variables at a bound whose gradient points
 outwards held fixed (projected quasi-Newton, Bertsekas 1982), an Armijo
-backtracking line search along the projected path, and L-BFGS-B's stopping
-rules (projected gradient ≤ ``gtol``, or relative decrease ≤ ``ftol``).
+line search along the projected path that backtracks on too small a
+decrease and extrapolates while the slope stays steep (the weak Wolfe
+conditions), and L-BFGS-B's stopping rules (projected gradient ≤ ``gtol``, or relative decrease ≤ ``ftol``).
 The variables are θ·scale (see ``bayeslmm.reml_problem``).
 """
 
@@ -41,6 +42,7 @@ def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, S, x_out, g_out)
     first = True
     code = STOPPED_MAXITER
     yn = np.empty(k)
+    yt = np.empty(k)
     gn = np.empty(k)
     d = np.empty(k)
     free = np.empty(k, dtype=np.bool_)
@@ -74,24 +76,43 @@ def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, S, x_out, g_out)
             for i in range(k):
                 gn2 += d[i] * d[i]
             alpha = min(1.0, 1.0 / np.sqrt(gn2))
-        accepted = False
+        # Weak Wolfe line search: backtrack (safeguarded quadratic) while the decrease is
+        # too small, extrapolate while the slope is still steep; keep the best acceptable point.
+        a_lo, a_hi = 0.0, np.inf
+        have = False
         fn = f
         for _ls in range(40):
             dec = 0.0
             for i in range(k):
-                yn[i] = max(y[i] + alpha * d[i], lo[i])
-                dec += g[i] * (yn[i] - y[i])
-            fn = evaluate_small(yn / scale, reml, gt, S)
+                yt[i] = max(y[i] + alpha * d[i], lo[i])
+                dec += g[i] * (yt[i] - y[i])
+            ft = evaluate_small(yt / scale, reml, gt, S)
             nfev += 1
-            if fn <= f + 1e-4 * dec and np.isfinite(fn):
-                accepted = True
+            if not (np.isfinite(ft) and ft <= f + 1e-4 * dec):
+                a_hi = alpha
+                if have:
+                    alpha = 0.5 * (a_lo + a_hi)
+                elif not np.isfinite(ft):
+                    alpha *= 0.5
+                else:
+                    alpha *= max(0.1, min(0.5, -0.5 * dec / (ft - f - dec)))
+                continue
+            slope_t = 0.0
+            for i in range(k):
+                slope_t += gt[i] / scale[i] * d[i]
+            if not have or ft < fn:
+                have = True
+                fn = ft
+                for i in range(k):
+                    yn[i] = yt[i]
+                    gn[i] = gt[i] / scale[i]
+            if slope_t >= 0.9 * slope:  # curvature condition: done
                 break
-            alpha *= 0.5 if not np.isfinite(fn) else max(0.1, min(0.5, -0.5 * dec / (fn - f - dec)))
-        if not accepted:
+            a_lo = alpha
+            alpha = 4.0 * alpha if a_hi == np.inf else 0.5 * (a_lo + a_hi)
+        if not have:
             code = STOPPED_LINESEARCH
             break
-        for i in range(k):
-            gn[i] = gt[i] / scale[i]
         # BFGS update of the inverse Hessian with s = yn − y, t = gn − g.
         s = yn - y
         t = gn - g
