@@ -24,29 +24,108 @@ CONVERGED_GRADIENT, CONVERGED_DECREASE, STOPPED_MAXITER, STOPPED_LINESEARCH = 0,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, S, x_out, g_out):
+def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, x_out, g_out, th_term, th_row, th_col, lam, A11, L11, ptr,
+                   prow, col_ptr, col_k, level_of, pval, SA, L21, rt, rc, rs, tg, toff, tlev, A22, LA, L22, tmp, scale_ws,
+                   out, u1, x2, b1, b2, zr1, zr2, W, W21, W11, Fsum, g_ld, g_r2, dims):
     """Minimise the criterion from θ = ``x0``; θ̂ into ``x_out``, its gradient into ``g_out``.
 
-    Returns (f̂, number of evaluations, result code).
+    The arrays after ``g_out`` are ``BlockedPLS.small_args``. Returns (f̂,
+    number of evaluations, result code). The loop has a single evaluation
+    site (the start, then every line-search trial), which keeps the compiled
+    code, and its compile time, small.
     """
     k = x0.shape[0]
     lo = lower * scale
-    y = np.maximum(x0 * scale, lo)
-    g = np.empty(k)
-    gt = np.empty(k)
-    f = evaluate_small(y / scale, reml, gt, S)
-    nfev = 1
-    for i in range(k):
-        g[i] = gt[i] / scale[i]
-    H = np.eye(k)
-    first = True
-    code = STOPPED_MAXITER
-    yn = np.empty(k)
-    yt = np.empty(k)
-    gn = np.empty(k)
-    d = np.empty(k)
+    y, g, d = np.empty(k), np.empty(k), np.empty(k)
+    yt, gt, yn, gn = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
     free = np.empty(k, dtype=np.bool_)
-    for _ in range(maxiter):
+    for i in range(k):
+        y[i] = max(x0[i] * scale[i], lo[i])
+        yt[i] = y[i]
+    H = np.eye(k)
+    first, starting, have = True, True, False
+    f = fn = np.inf
+    alpha = a_lo = slope = dec = 0.0
+    a_hi = np.inf
+    nfev = it = ls = 0
+    code = STOPPED_MAXITER
+    while True:
+        ft = evaluate_small(yt / scale, reml, gt, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of,
+                            pval, SA, L21, rt, rc, rs, tg, toff, tlev, A22, LA, L22, tmp, scale_ws, out, u1, x2, b1, b2,
+                            zr1, zr2, W, W21, W11, Fsum, g_ld, g_r2, dims)
+        nfev += 1
+        if starting:  # the start point
+            starting = False
+            f = ft
+            for i in range(k):
+                g[i] = gt[i] / scale[i]
+        else:  # a line-search trial: weak Wolfe conditions, keeping the best acceptable point
+            ls += 1
+            done = False
+            if not (np.isfinite(ft) and ft <= f + 1e-4 * dec):
+                a_hi = alpha
+                if have:
+                    alpha = 0.5 * (a_lo + a_hi)
+                elif not np.isfinite(ft):
+                    alpha *= 0.5
+                else:
+                    alpha *= max(0.1, min(0.5, -0.5 * dec / (ft - f - dec)))
+            else:
+                slope_t = 0.0
+                for i in range(k):
+                    slope_t += gt[i] / scale[i] * d[i]
+                if not have or ft < fn:
+                    have = True
+                    fn = ft
+                    for i in range(k):
+                        yn[i] = yt[i]
+                        gn[i] = gt[i] / scale[i]
+                if slope_t >= 0.9 * slope:
+                    done = True
+                else:
+                    a_lo = alpha
+                    alpha = 4.0 * alpha if a_hi == np.inf else 0.5 * (a_lo + a_hi)
+            if not done and ls < 40:
+                dec = 0.0
+                for i in range(k):
+                    yt[i] = max(y[i] + alpha * d[i], lo[i])
+                    dec += g[i] * (yt[i] - y[i])
+                continue
+            if not have:
+                code = STOPPED_LINESEARCH
+                break
+            # BFGS update of the inverse Hessian with s = yn − y, t = gn − g.
+            st = ss = tt = 0.0
+            for i in range(k):
+                si, ti = yn[i] - y[i], gn[i] - g[i]
+                st += si * ti
+                ss += si * si
+                tt += ti * ti
+            if st > 1e-10 * np.sqrt(ss * tt):
+                if first:
+                    H[:, :] = np.eye(k) * (st / tt)
+                s_ = yn - y
+                t_ = gn - g
+                Ht = H @ t_
+                tHt = t_ @ Ht
+                rho = 1.0 / st
+                for i in range(k):
+                    for j in range(k):
+                        H[i, j] += (rho + rho * rho * tHt) * s_[i] * s_[j] - rho * (Ht[i] * s_[j] + s_[i] * Ht[j])
+                first = False
+            rel = (f - fn) / max(abs(f), abs(fn), 1.0)
+            for i in range(k):
+                y[i] = yn[i]
+                g[i] = gn[i]
+            f = fn
+            if rel <= ftol:
+                code = CONVERGED_DECREASE
+                break
+            it += 1
+            if it >= maxiter:
+                code = STOPPED_MAXITER
+                break
+        # A new iteration from (y, f, g): projected gradient, direction, first trial.
         pg = 0.0
         for i in range(k):
             free[i] = not (y[i] <= lo[i] and g[i] > 0.0)
@@ -57,13 +136,13 @@ def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, S, x_out, g_out)
             break
         slope = 0.0
         for i in range(k):
-            s = 0.0
+            v = 0.0
             if free[i]:
                 for j in range(k):
                     if free[j]:
-                        s -= H[i, j] * g[j]
-            d[i] = s
-            slope += s * g[i]
+                        v -= H[i, j] * g[j]
+            d[i] = v
+            slope += v * g[i]
         if not slope < 0.0:  # not a descent direction: restart from steepest descent
             H[:, :] = np.eye(k)
             slope = 0.0
@@ -72,75 +151,15 @@ def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, S, x_out, g_out)
                 slope += d[i] * g[i]
         alpha = 1.0
         if first:
-            gn2 = 0.0
+            dn2 = 0.0
             for i in range(k):
-                gn2 += d[i] * d[i]
-            alpha = min(1.0, 1.0 / np.sqrt(gn2))
-        # Weak Wolfe line search: backtrack (safeguarded quadratic) while the decrease is
-        # too small, extrapolate while the slope is still steep; keep the best acceptable point.
-        a_lo, a_hi = 0.0, np.inf
-        have = False
-        fn = f
-        for _ls in range(40):
-            dec = 0.0
-            for i in range(k):
-                yt[i] = max(y[i] + alpha * d[i], lo[i])
-                dec += g[i] * (yt[i] - y[i])
-            ft = evaluate_small(yt / scale, reml, gt, S)
-            nfev += 1
-            if not (np.isfinite(ft) and ft <= f + 1e-4 * dec):
-                a_hi = alpha
-                if have:
-                    alpha = 0.5 * (a_lo + a_hi)
-                elif not np.isfinite(ft):
-                    alpha *= 0.5
-                else:
-                    alpha *= max(0.1, min(0.5, -0.5 * dec / (ft - f - dec)))
-                continue
-            slope_t = 0.0
-            for i in range(k):
-                slope_t += gt[i] / scale[i] * d[i]
-            if not have or ft < fn:
-                have = True
-                fn = ft
-                for i in range(k):
-                    yn[i] = yt[i]
-                    gn[i] = gt[i] / scale[i]
-            if slope_t >= 0.9 * slope:  # curvature condition: done
-                break
-            a_lo = alpha
-            alpha = 4.0 * alpha if a_hi == np.inf else 0.5 * (a_lo + a_hi)
-        if not have:
-            code = STOPPED_LINESEARCH
-            break
-        # BFGS update of the inverse Hessian with s = yn − y, t = gn − g.
-        s = yn - y
-        t = gn - g
-        st = 0.0
-        ss = 0.0
-        tt = 0.0
+                dn2 += d[i] * d[i]
+            alpha = min(1.0, 1.0 / np.sqrt(dn2))
+        a_lo, a_hi, have, ls, fn = 0.0, np.inf, False, 0, f
+        dec = 0.0
         for i in range(k):
-            st += s[i] * t[i]
-            ss += s[i] * s[i]
-            tt += t[i] * t[i]
-        if st > 1e-10 * np.sqrt(ss * tt):
-            if first:
-                H[:, :] = np.eye(k) * (st / tt)
-            Ht = H @ t
-            tHt = t @ Ht
-            rho = 1.0 / st
-            for i in range(k):
-                for j in range(k):
-                    H[i, j] += (rho + rho * rho * tHt) * s[i] * s[j] - rho * (Ht[i] * s[j] + s[i] * Ht[j])
-            first = False
-        rel = (f - fn) / max(abs(f), abs(fn), 1.0)
-        for i in range(k):
-            y[i] = yn[i]
-            g[i] = gn[i]
-        f = fn
-        if rel <= ftol:
-            code = CONVERGED_DECREASE
-            break
+            yt[i] = max(y[i] + alpha * d[i], lo[i])
+            dec += g[i] * (yt[i] - y[i])
     for i in range(k):
         x_out[i] = y[i] / scale[i]
         g_out[i] = g[i] * scale[i]

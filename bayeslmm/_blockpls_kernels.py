@@ -429,15 +429,15 @@ _LOG2PI = float(np.log(2.0 * np.pi))
 
 
 @njit(**_OPTS)
-def evaluate_small(theta, reml, grad, S):
+def evaluate_small(theta, reml, grad, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of, pval,
+                   SA, L21, rt, rc, rs, tg, toff, tlev, A22, LA, L22, tmp, scale, out, u1, x2, b1, b2, zr1, zr2, W, W21,
+                   W11, Fsum, g_ld, g_r2, dims):
     """Profiled criterion at θ and (into ``grad``) its gradient, for a small rest block, in one call.
 
-    ``S`` is the tuple of structure and workspace arrays built by
-    :class:`bayeslmm._blockpls.BlockedPLS` (``small_args``). Returns +inf where
-    θ cannot be factored.
+    The arrays after ``grad`` are the structure and workspace of
+    :class:`bayeslmm._blockpls.BlockedPLS` (its ``small_args``, in order).
+    Returns +inf where θ cannot be factored.
     """
-    (th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of, pval, SA, L21, rt, rc, rs, tg,
-     toff, tlev, A22, LA, L22, tmp, scale, out, u1, x2, b1, b2, zr1, zr2, W, W21, W11, Fsum, g_ld, g_r2, dims) = S
     Q2, p, n, scalar_rest = dims[0], dims[1], dims[2], dims[3] == 1
     if not factor_small(theta, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of, pval, SA,
                         L21, rt, rc, rs, tg, Q2, p, A22, LA, L22, tmp, scale, out):

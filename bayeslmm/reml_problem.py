@@ -505,7 +505,7 @@ def _local_min(problem: REMLProblem, x0: np.ndarray) -> OptimizeResult:
     if problem.analytic_gradient and engine.small:
         x, g = np.empty(layout.size), np.empty(layout.size)
         free = np.full(layout.size, -np.inf)
-        f, nfev, code = minimize_small(x0, free, scale, problem.reml, _FTOL, _GTOL, _MAXITER, engine.small_args, x, g)
+        f, nfev, code = minimize_small(x0, free, scale, problem.reml, _FTOL, _GTOL, _MAXITER, x, g, *engine.small_args)
         return OptimizeResult(x=x, fun=float(f), jac=g, nfev=int(nfev), nit=int(nfev), success=code <= 1,
                               message=_BFGS_MESSAGES[code])
 
