@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._blockpls_kernels import evaluate_small
+from ._blockpls_kernels import chol_lower, gradient, inverse_from_chol, leading, logdets, schur, selected_inverse, set_lambda, solve, symmetrize
+
+_LOG2PI = float(np.log(2.0 * np.pi))
 
 #: Result codes of :func:`minimize_small`.
 CONVERGED_GRADIENT, CONVERGED_DECREASE, STOPPED_MAXITER, STOPPED_LINESEARCH = 0, 1, 2, 3
@@ -31,10 +33,14 @@ def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, x_out, g_out, th
 
     The arrays after ``g_out`` are ``BlockedPLS.small_args``. Returns (f̂,
     number of evaluations, result code). The loop has a single evaluation
-    site (the start, then every line-search trial), which keeps the compiled
-    code, and its compile time, small.
+    site (the start, then every line-search trial) calling the leaf kernels
+    directly, which keeps the compiled code, and its compile time, small.
     """
     k = x0.shape[0]
+    Q2, p, n, scalar_rest = dims[0], dims[1], dims[2], dims[3] == 1
+    nu = n - p if reml else n
+    m = Q2 + (p if reml else 0)
+    th = np.empty(k)
     lo = lower * scale
     y, g, d = np.empty(k), np.empty(k), np.empty(k)
     yt, gt, yn, gn = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
@@ -50,9 +56,27 @@ def minimize_small(x0, lower, scale, reml, ftol, gtol, maxiter, x_out, g_out, th
     nfev = it = ls = 0
     code = STOPPED_MAXITER
     while True:
-        ft = evaluate_small(yt / scale, reml, gt, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of,
-                            pval, SA, L21, rt, rc, rs, tg, toff, tlev, A22, LA, L22, tmp, scale_ws, out, u1, x2, b1, b2,
-                            zr1, zr2, W, W21, W11, Fsum, g_ld, g_r2, dims)
+        # The profiled criterion and its gradient at yt / scale (the only evaluation site).
+        ft = np.inf
+        for i in range(k):
+            th[i] = yt[i] / scale[i]
+        set_lambda(th, th_term, th_row, th_col, lam)
+        ld1 = leading(lam, A11, L11, ptr, prow, pval, SA, L21, rt, rc, tg, Q2, tmp)
+        if np.isfinite(ld1):
+            schur(lam, A22, LA, L22, ptr, prow, col_ptr, col_k, level_of, L21, rt, rc, rs, tg, Q2, scale_ws)
+            if chol_lower(L22, L22.shape[0]):
+                ld2, ldx, r2 = logdets(L22, Q2, p)
+                r2 = max(r2, 1e-300)
+                ft = ld1 + ld2 + (ldx if reml else 0.0) + nu * (1.0 + _LOG2PI + np.log(r2 / nu))
+                solve(lam, A11, L11, ptr, prow, pval, L21, rt, rc, rs, tg, Q2, p, A22, L22, u1, x2, b1, b2, zr1, zr2)
+                inverse_from_chol(L22, W, m)
+                if not scalar_rest:
+                    symmetrize(W, m)
+                selected_inverse(L11, ptr, prow, col_ptr, col_k, level_of, L21, W, m, W21, W11, tmp)
+                gradient(lam, A11, A22, scale_ws, ptr, prow, pval, SA, W, m, W21, W11, LA, rt, rc, rs, tg, toff, tlev, Q2,
+                         th_term, th_row, th_col, u1, x2, zr1, zr2, Fsum, g_ld, g_r2)
+                for i in range(k):
+                    gt[i] = g_ld[i] + nu * g_r2[i] / r2
         nfev += 1
         if starting:  # the start point
             starting = False

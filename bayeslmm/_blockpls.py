@@ -219,7 +219,7 @@ class BlockedPLS:
         self._winv: dict[int, np.ndarray] = {}
         self.logdet_L = self.logdet_RX = self.r2 = np.nan
         self.small = R <= SMALL_REST
-        if self.small:  # everything kern.evaluate_small needs, in its order
+        if self.small:  # everything the compiled optimiser (bayeslmm._bfgs) needs, in its order
             k = self.th_term.shape[0]
             self._winv[R - 1] = W = np.zeros((R - 1, R - 1), order="F")
             dims = np.array([Q2, p, n, int(self.scalar_rest)], dtype=np.int64)
@@ -248,16 +248,6 @@ class BlockedPLS:
     def factor(self, theta: np.ndarray) -> bool:
         """Update the factor in place for θ; False if a block is not positive definite."""
         theta = np.asarray(theta, dtype=float)
-        if self.small:
-            ok = kern.factor_small(
-                theta, self.th_term, self.th_row, self.th_col, self.lam, self.A11, self.L11, self.ptr, self.prow,
-                self.col_ptr, self.col_k, self.level_of, self.pval, self.SA, self.L21, self.rt, self.rc, self.rs, self.tg,
-                self.Q2, self.p, self.A22, self.LA, self.L22, self.tmp, self.scale, self.out3,
-            )
-            if not ok:
-                return False
-            self.logdet_L, self.logdet_RX, self.r2 = float(self.out3[0]), float(self.out3[1]), float(self.out3[2])
-            return True
         kern.set_lambda(theta, self.th_term, self.th_row, self.th_col, self.lam)
         ld1 = kern.leading(
             self.lam, self.A11, self.L11, self.ptr, self.prow, self.pval, self.SA, self.L21, self.rt, self.rc,
@@ -267,9 +257,13 @@ class BlockedPLS:
             return False
         kern.schur(self.lam, self.A22, self.LA, self.L22, self.ptr, self.prow, self.col_ptr, self.col_k, self.level_of,
                    self.L21, self.rt, self.rc, self.rs, self.tg, self.Q2, self.scale)
-        _, info = lapack.dpotrf(self.L22, lower=1, clean=0, overwrite_a=1)
-        if info != 0:
-            return False
+        if self.small:
+            if not kern.chol_lower(self.L22, self.R):
+                return False
+        else:
+            _, info = lapack.dpotrf(self.L22, lower=1, clean=0, overwrite_a=1)
+            if info != 0:
+                return False
         ld2, ldx, r2 = kern.logdets(self.L22, self.Q2, self.p)
         self.logdet_L, self.logdet_RX, self.r2 = ld1 + ld2, ldx, r2
         return True

@@ -212,22 +212,6 @@ def logdets(L22, Q2, p):
 
 
 @njit(**_OPTS)
-def factor_small(theta, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of, pval, SA, L21,
-                 rt, rc, rs, tg, Q2, p, A22, LA, L22, tmp, scale, out):
-    """The whole per-θ factorization when L₂₂ is small; ``out`` = (log|L|², log|R_X|², r²)."""
-    set_lambda(theta, th_term, th_row, th_col, lam)
-    ld1 = leading(lam, A11, L11, ptr, prow, pval, SA, L21, rt, rc, tg, Q2, tmp)
-    if np.isnan(ld1):
-        return False
-    schur(lam, A22, LA, L22, ptr, prow, col_ptr, col_k, level_of, L21, rt, rc, rs, tg, Q2, scale)
-    if not chol_lower(L22, L22.shape[0]):
-        return False
-    ld2, ldx, r2 = logdets(L22, Q2, p)
-    out[0], out[1], out[2] = ld1 + ld2, ldx, r2
-    return True
-
-
-@njit(**_OPTS)
 def solve(lam, A11, L11, ptr, prow, pval, L21, rt, rc, rs, tg, Q2, p, A22, L22, u1, x2, b1, b2, zr1, zr2):
     """Conditional modes û (u1, x2[:Q₂]) and β̂ (x2[Q₂:Q₂+p]), b = Λû, and Z'r̂ (zr1, zr2)."""
     R = L22.shape[0]
@@ -424,35 +408,3 @@ def gradient(lam, A11, A22, scale, ptr, prow, pval, SA, W, m, W21, W11, LA, rt, 
                 s += zr2[o + r] * x2[o + c]
         grad_r2[i] = -2.0 * s
 
-
-_LOG2PI = float(np.log(2.0 * np.pi))
-
-
-@njit(**_OPTS)
-def evaluate_small(theta, reml, grad, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of, pval,
-                   SA, L21, rt, rc, rs, tg, toff, tlev, A22, LA, L22, tmp, scale, out, u1, x2, b1, b2, zr1, zr2, W, W21,
-                   W11, Fsum, g_ld, g_r2, dims):
-    """Profiled criterion at θ and (into ``grad``) its gradient, for a small rest block, in one call.
-
-    The arrays after ``grad`` are the structure and workspace of
-    :class:`bayeslmm._blockpls.BlockedPLS` (its ``small_args``, in order).
-    Returns +inf where θ cannot be factored.
-    """
-    Q2, p, n, scalar_rest = dims[0], dims[1], dims[2], dims[3] == 1
-    if not factor_small(theta, th_term, th_row, th_col, lam, A11, L11, ptr, prow, col_ptr, col_k, level_of, pval, SA,
-                        L21, rt, rc, rs, tg, Q2, p, A22, LA, L22, tmp, scale, out):
-        return np.inf
-    nu = n - p if reml else n
-    r2 = max(out[2], 1e-300)
-    f = out[0] + (out[1] if reml else 0.0) + nu * (1.0 + _LOG2PI + np.log(r2 / nu))
-    solve(lam, A11, L11, ptr, prow, pval, L21, rt, rc, rs, tg, Q2, p, A22, L22, u1, x2, b1, b2, zr1, zr2)
-    m = Q2 + (p if reml else 0)
-    inverse_from_chol(L22, W, m)
-    if not scalar_rest:
-        symmetrize(W, m)
-    selected_inverse(L11, ptr, prow, col_ptr, col_k, level_of, L21, W, m, W21, W11, tmp)
-    gradient(lam, A11, A22, scale, ptr, prow, pval, SA, W, m, W21, W11, LA, rt, rc, rs, tg, toff, tlev, Q2,
-             th_term, th_row, th_col, u1, x2, zr1, zr2, Fsum, g_ld, g_r2)
-    for i in range(grad.shape[0]):
-        grad[i] = g_ld[i] + nu * g_r2[i] / r2
-    return f
