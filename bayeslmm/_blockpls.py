@@ -14,7 +14,7 @@ Crossed factors fill the rest block in, which is why it is dense.
 
 The cross-products are formed once by :class:`BlockedPLS`; :meth:`BlockedPLS.factor`
 overwrites the preallocated factor for a new θ with the compiled kernels of
-:mod:`bayeslmm._blockpls_kernels` (one call for a small rest block, LAPACK's
+:mod:`bayeslmm._blockpls_kernels` (the compiled Cholesky for a small rest block, LAPACK's
 ``potrf`` on the rest block otherwise). :meth:`BlockedPLS.set_response`
 installs a new response and touches only the y cross-products.
 """
