@@ -40,7 +40,7 @@ from scipy.sparse.linalg import splu
 
 from .design import Design
 
-__all__ = ["ThetaLayout", "PLSProblem", "Factorization", "DENSE_SCHUR_MAX", "chol", "chol_solve"]
+__all__ = ["ThetaLayout", "PLSProblem", "Factorization", "SparseEngine", "DENSE_SCHUR_MAX", "chol", "chol_solve"]
 
 #: Largest Schur complement (number of non-leading random effects) factored densely.
 DENSE_SCHUR_MAX = 3000
@@ -423,3 +423,64 @@ class PLSProblem:
             if condvar:
                 sds[k] = np.sqrt(np.maximum(var2[off : off + n_lev * q], 0.0)).reshape(n_lev, q)
         return modes, (sds if condvar else None)
+
+
+class SparseEngine:
+    """:class:`PLSProblem` behind the interface of :class:`bayeslmm._blockpls.BlockedPLS`.
+
+    The REML problem uses it when the non-leading random effects are too many
+    for a dense block (Q₂ > :data:`DENSE_SCHUR_MAX`); it has no analytic
+    gradient (``gradient`` returns ``None``), so the optimiser differences the
+    criterion instead.
+    """
+
+    def __init__(self, design: Design) -> None:
+        self._design = design
+        self.pls = PLSProblem(design)
+        self.n, self.p = self.pls.n, self.pls.p
+        self._fac: Factorization | None = None
+        self._beta = np.zeros(self.p)
+        self._RXt = np.zeros((0, 0))
+        self.logdet_L = self.logdet_RX = self.r2 = np.nan
+
+    def set_response(self, y: np.ndarray) -> None:
+        """Install a new response (the cross-products are formed again)."""
+        from dataclasses import replace
+
+        self._design = replace(self._design, y=np.asarray(y, dtype=float))
+        self.pls = PLSProblem(self._design)
+
+    def factor(self, theta: np.ndarray) -> bool:
+        """Factor at θ; False if a factorization fails."""
+        try:
+            fac = self.pls.factorize(np.asarray(theta, dtype=float))
+            p = self.p
+            G = self.pls.XyXy - fac.K
+            if p:
+                RXt = chol(G[:p, :p])
+                beta = chol_solve(RXt, G[:p, p])
+                ldx = 2.0 * float(np.log(np.diag(RXt)).sum())
+            else:
+                RXt, beta, ldx = np.zeros((0, 0)), np.zeros(0), 0.0
+        except (np.linalg.LinAlgError, ValueError):
+            return False
+        self._fac, self._beta, self._RXt = fac, beta, RXt
+        self.logdet_L, self.logdet_RX = fac.logdet_L, ldx
+        self.r2 = max(float(G[p, p] - G[:p, p] @ beta), np.finfo(float).tiny)
+        return True
+
+    def gradient(self, reml: bool) -> None:
+        """No analytic gradient on this path."""
+        return None
+
+    def fixef(self) -> np.ndarray:
+        """β̂ at the factored θ."""
+        return self._beta.copy()
+
+    def rx_inverse(self) -> np.ndarray:
+        """(R_X'R_X)⁻¹ at the factored θ."""
+        return chol_solve(self._RXt, np.eye(self.p)) if self.p else np.zeros((0, 0))
+
+    def conditional(self, sigma: float, condvar: bool) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Per design block, the conditional modes and (if ``condvar``) their conditional sds."""
+        return self.pls.conditional(self._fac, self._beta, sigma, condvar=condvar)

@@ -19,11 +19,10 @@ import bayeslmm._linalg as linalg
 from bayeslmm.design import Design, build_design
 from bayeslmm.errors import BayesLMMError, ConvergenceWarning, DataWarning
 from bayeslmm.formula import parse_formula
+from bayeslmm.reml_problem import REMLProblem
 from conftest import reference, reference_data
 
-from bayeslmm.reml import SINGULAR_MESSAGE, REMLResult, _criterion, block_sd_corr, fit_reml
-
-
+from bayeslmm.reml import SINGULAR_MESSAGE, REMLResult, block_sd_corr, fit_reml
 
 @lru_cache(maxsize=1)
 def _reference() -> dict:
@@ -189,8 +188,8 @@ def _dense_reference_for(which: str, theta_key: tuple[float, ...], sigma: float)
     return _dense_reference(design, np.array(theta_key), sigma)
 
 
-def _dense_reference(design: Design, theta: np.ndarray, sigma: float):
-    """REML criterion, modes and conditional sds from dense Z, Λ and V (no tricks)."""
+def _dense_reference(design: Design, theta: np.ndarray, sigma: float, method: str = "REML"):
+    """REML criterion (ML deviance), β, modes and conditional sds from dense Z, Λ and V (no tricks)."""
     layout = linalg.ThetaLayout.from_q(tuple(b.q for b in design.blocks))
     zs, lams = [], []
     for k, b in enumerate(design.blocks):
@@ -213,8 +212,11 @@ def _dense_reference(design: Design, theta: np.ndarray, sigma: float):
     beta = np.linalg.solve(XtViX, X.T @ Vi @ y)
     r = y - X @ beta
     r2 = r @ Vi @ r
-    crit = (np.linalg.slogdet(V0)[1] + np.linalg.slogdet(XtViX)[1]
-            + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p))))
+    if method == "REML":
+        crit = (np.linalg.slogdet(V0)[1] + np.linalg.slogdet(XtViX)[1]
+                + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p))))
+    else:
+        crit = np.linalg.slogdet(V0)[1] + n * (1 + np.log(2 * np.pi * r2 / n))
     A = Lam.T @ Z.T @ Z @ Lam + np.eye(Z.shape[1])
     b = Lam @ np.linalg.solve(A, Lam.T @ Z.T @ r)
     condsd = np.sqrt(sigma**2 * np.diag(Lam @ np.linalg.solve(A, Lam.T)))
@@ -250,17 +252,17 @@ def test_linear_algebra_matches_brute_force(monkeypatch, path: str, which: str) 
     monkeypatch.setattr(linalg, "DENSE_SCHUR_MAX", dense)
     monkeypatch.setattr(linalg, "_MAX_PAIRS", pairs)
     design = _crossed_correlated() if which == "crossed_correlated" else _design(which)
-    pls = linalg.PLSProblem(design)
+    problem = REMLProblem.from_design(design, "REML", engine="sparse")
+    pls = problem.engine.pls
     if pls.rest:
         expected = {"small": "small", "pairs": "pairs"}.get(path, "sparse")
         assert pls.mode == expected and pls.dense_schur == (path != "sparse-lu")
     theta = pls.layout.start() * 0.7 + np.where(np.isfinite(pls.layout.lower), 0.0, 0.3)
-    fac = pls.factorize(theta)
-    prof = _criterion(pls, fac, reml=True)
-    modes, sds = pls.conditional(fac, prof.beta, sigma=1.7)
+    criterion = problem.deviance(theta)
+    modes, sds = problem.engine.conditional(sigma=1.7, condvar=True)
     crit, beta, b, condsd = _dense_reference_for(which, tuple(theta), 1.7)
-    assert prof.criterion == pytest.approx(crit, abs=1e-8)
-    np.testing.assert_allclose(prof.beta, beta, rtol=1e-8, atol=1e-10)
+    assert criterion == pytest.approx(crit, abs=1e-8)
+    np.testing.assert_allclose(problem.engine.fixef(), beta, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(np.concatenate([m.ravel() for m in modes]), b, atol=1e-8)
     np.testing.assert_allclose(np.concatenate([s.ravel() for s in sds]), condsd, rtol=1e-8)
 
@@ -272,10 +274,11 @@ def test_fit_is_the_same_on_every_path(monkeypatch) -> None:
         monkeypatch.setattr(linalg, "_SMALL_DENSE", small)
         monkeypatch.setattr(linalg, "DENSE_SCHUR_MAX", dense)
         monkeypatch.setattr(linalg, "_MAX_PAIRS", pairs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fits[path] = fit_reml(design)
-    base = fits["small"]
+        problem = REMLProblem.from_design(design, "REML", engine="sparse")
+        fits[path] = problem.result(problem.optimize())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        base = fit_reml(design)  # the blocked engine
     for fit in fits.values():
         assert fit.reml_criterion == pytest.approx(base.reml_criterion, abs=1e-6)
         np.testing.assert_allclose(fit.beta_se, base.beta_se, rtol=1e-4)
@@ -285,9 +288,6 @@ def test_fit_is_the_same_on_every_path(monkeypatch) -> None:
 def test_not_trapped_on_the_boundary(seed):
     """d crit / d theta is exactly 0 at theta = 0, so a gradient method that steps onto the
     bound would stop there; the fit must still find the interior minimum (as lme4's BOBYQA does)."""
-    from bayeslmm._linalg import PLSProblem
-    from bayeslmm.reml import _criterion
-
     rng = np.random.default_rng(seed)
     g = np.repeat(np.arange(50), 5)
     x = rng.normal(size=g.size)
@@ -296,7 +296,201 @@ def test_not_trapped_on_the_boundary(seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_reml(design)
-    pls = PLSProblem(design)
-    grid = min(_criterion(pls, pls.factorize(np.array([t])), True).criterion for t in np.linspace(0, 2, 201))
+    problem = REMLProblem.from_design(design, "REML")
+    grid = min(problem.deviance(np.array([t])) for t in np.linspace(0, 2, 201))
     assert fit.criterion <= grid + 1e-8
     assert not fit.singular
+
+
+# ---------------------------------------------------------------------------
+# The blocked Cholesky engine (bayeslmm._blockpls) against brute force
+# ---------------------------------------------------------------------------
+BLOCKED_DESIGNS = ["penicillin", "pastes", "sleep_slopes", "sleep_uncorr", "crossed_correlated", "crossed_reordered"]
+
+
+@cache
+def _any_design(which: str) -> Design:
+    if which == "crossed_correlated":
+        return _crossed_correlated()
+    if which == "crossed_reordered":  # vector-valued terms in the dense block, a scalar term leading
+        d = _crossed_correlated()
+        return build_design(parse_formula("y ~ x + (1 | f1) + (1 + x | f2) + (0 + x | f3)"), d.frame)
+    return _design(which)
+
+
+def _theta_probe(problem: REMLProblem) -> np.ndarray:
+    lower = problem.layout.lower
+    return np.where(np.isfinite(lower), 0.6 + 0.1 * np.arange(lower.size), 0.25)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "lapack"])
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("which", BLOCKED_DESIGNS)
+def test_blocked_engine_matches_brute_force(monkeypatch, kernel: str, method: str, which: str) -> None:
+    import bayeslmm._blockpls as blockpls
+
+    monkeypatch.setattr(blockpls, "SMALL_REST", 10**6 if kernel == "compiled" else 0)
+    design = _any_design(which)
+    problem = REMLProblem.from_design(design, method, engine="blocked")
+    assert problem.engine.small == (kernel == "compiled")
+    theta = _theta_probe(problem)
+    crit, beta, b, condsd = _dense_reference(design, theta, 1.7, method)
+    assert problem.deviance(theta) == pytest.approx(crit, abs=1e-8)
+    np.testing.assert_allclose(problem.beta(theta), beta, rtol=1e-8, atol=1e-10)
+    modes, sds = problem.engine.conditional(sigma=1.7, condvar=True)
+    np.testing.assert_allclose(np.concatenate([m.ravel() for m in modes]), b, atol=1e-8)
+    np.testing.assert_allclose(np.concatenate([s.ravel() for s in sds]), condsd, rtol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("which", BLOCKED_DESIGNS)
+def test_analytic_gradient_matches_differences(method: str, which: str) -> None:
+    design = _any_design(which)
+    problem = REMLProblem.from_design(design, method)
+    assert problem.analytic_gradient
+    theta = _theta_probe(problem)
+    crit, grad = problem.deviance_and_gradient(theta)
+    assert crit == pytest.approx(_dense_criterion(design, theta, method), abs=1e-8)
+    h = 1e-4
+    for i in range(theta.size):  # fourth-order central difference of the brute-force criterion
+        e = np.zeros_like(theta)
+        e[i] = h
+        f = [_dense_criterion(design, theta + k * e, method) for k in (-2, -1, 1, 2)]
+        fd = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h)
+        assert grad[i] == pytest.approx(fd, abs=1e-5 * max(1.0, abs(fd)))
+
+
+_PIECES: dict[int, tuple] = {}
+
+
+def _dense_pieces(design: Design):
+    """Dense Z (n × q, lme4's column order) and the cross-products of [Z X y], for the brute-force criterion."""
+    if id(design) in _PIECES:
+        return _PIECES[id(design)][1:]
+    zs = []
+    for b in design.blocks:
+        Zk = np.zeros((design.nobs, b.n_levels * b.q))
+        for t in range(b.q):
+            Zk[np.arange(design.nobs), b.group_idx * b.q + t] = b.Z[:, t]
+        zs.append(Zk)
+    Z = np.hstack(zs)
+    G = np.column_stack([Z, design.X, design.y])
+    _PIECES[id(design)] = (design, Z.shape[1], G.T @ G)  # the design is kept alive with its id
+    return Z.shape[1], G.T @ G
+
+
+def _dense_criterion(design: Design, theta: np.ndarray, method: str) -> float:
+    """The profiled criterion from one dense Cholesky of [ΛZ X y]'[ΛZ X y] + blockdiag(I, 0): brute force in q."""
+    layout = linalg.ThetaLayout.from_q(tuple(b.q for b in design.blocks))
+    lams = [np.kron(np.eye(b.n_levels), layout.block_factor(theta, k)) for k, b in enumerate(design.blocks)]
+    q, GG = _dense_pieces(design)
+    P = np.eye(GG.shape[0])
+    off = 0
+    for lam in lams:
+        P[off : off + lam.shape[0], off : off + lam.shape[0]] = lam
+        off += lam.shape[0]
+    Om = P.T @ GG @ P
+    Om[np.arange(q), np.arange(q)] += 1.0
+    L = np.linalg.cholesky(Om)
+    d = 2 * np.log(np.diag(L))
+    n, p = design.X.shape
+    r2 = L[-1, -1] ** 2
+    if method == "REML":
+        return float(d[: q + p].sum() + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p))))
+    return float(d[:q].sum() + n * (1 + np.log(2 * np.pi * r2 / n)))
+
+
+def _dense_optimum(design: Design, method: str, start: np.ndarray) -> float:
+    """The criterion minimised by brute force: Nelder-Mead on the dense computation, from ``start``."""
+    from scipy.optimize import minimize
+
+    layout = linalg.ThetaLayout.from_q(tuple(b.q for b in design.blocks))
+    bounds = [(0.0, None) if np.isfinite(lo) else (None, None) for lo in layout.lower]
+    res = minimize(lambda t: _dense_criterion(design, np.maximum(t, layout.lower), method), start,
+                   method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-9, "fatol": 1e-11, "maxfev": 1000})
+    return float(res.fun)
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("name", CASES)
+def test_new_engine_finds_the_old_optimum(method: str, name: str) -> None:
+    """The blocked engine's optimum is the one the sparse engine (the previous path) and brute force find."""
+    design = _design(name)
+    new = REMLProblem.from_design(design, method, engine="blocked").optimize()
+    old = REMLProblem.from_design(design, method, engine="sparse").optimize()
+    assert new.criterion == pytest.approx(old.criterion, abs=1e-6)
+    np.testing.assert_allclose(new.theta, old.theta, atol=2e-4)
+    assert new.criterion <= _dense_optimum(design, method, new.theta) + 1e-7
+
+
+# ---------------------------------------------------------------------------
+# The engine object: refits and the variance-parameter scale
+# ---------------------------------------------------------------------------
+def test_refit_equals_a_fresh_fit() -> None:
+    design = _design("sleep_slopes")
+    problem = REMLProblem.from_design(design, "REML")
+    first = problem.optimize()
+    rng = np.random.default_rng(7)
+    y_new = design.y + rng.normal(0, 25, design.nobs)
+    again = problem.refit(y_new, start=first.theta)
+    fresh = fit_reml(Design(design.parsed, y_new, design.X, design.fixed_names, design.blocks, design.frame))
+    assert again.criterion == pytest.approx(fresh.criterion, abs=1e-6)
+    np.testing.assert_allclose(again.beta, fresh.beta, rtol=1e-5)
+    assert again.sigma == pytest.approx(fresh.sigma, rel=1e-5)
+    problem.set_response(design.y)  # back to the data: the original optimum again
+    assert problem.deviance(first.theta) == pytest.approx(first.criterion, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("name", ["sleep_slopes", "penicillin", "pastes"])
+def test_variance_parameter_scale(method: str, name: str) -> None:
+    design = _design(name)
+    problem = REMLProblem.from_design(design, method)
+    est = problem.optimize()
+    result = problem.result(est)
+    vp = problem.varpar(est.theta, est.sigma)
+    info = problem.varpar_info()
+    assert len(vp) == len(info) == est.theta.size + 1 and info[-1].kind == "sigma"
+    theta, sigma = problem.theta_sigma(vp)
+    np.testing.assert_allclose(theta, est.theta, atol=1e-10)
+    assert sigma == est.sigma
+    sd_corr = block_sd_corr(result)
+    for value, what in zip(vp, info):  # VarCorr(fm) on the sd/cor scale
+        if what.kind == "sd":
+            terms = design.blocks[what.block].terms
+            assert value == pytest.approx(sd_corr[what.block][0][terms.index(what.term1)], rel=1e-10)
+        elif what.kind == "cor":
+            terms = design.blocks[what.block].terms
+            i, j = terms.index(what.term1), terms.index(what.term2)
+            assert value == pytest.approx(sd_corr[what.block][1][i, j], abs=1e-10)
+    # At σ̂ the σ-fixed deviance equals the profiled criterion, and σ̂ minimises it.
+    assert problem.deviance_varpar(vp) == pytest.approx(est.criterion, abs=1e-8)
+    for f in (0.98, 1.02):
+        assert problem.deviance_sigma(est.theta, f * est.sigma) > est.criterion
+    np.testing.assert_allclose(problem.beta(est.theta), result.beta, rtol=1e-10)
+    np.testing.assert_allclose(problem.vcov_beta(est.theta), result.vcov_beta, rtol=1e-10)
+    np.testing.assert_allclose(problem.vcov_beta(est.theta, 2 * est.sigma), 4 * result.vcov_beta, rtol=1e-10)
+
+
+def test_engine_object_rejects_bad_input() -> None:
+    problem = REMLProblem.from_design(_design("sleep_slopes"), "REML")
+    with pytest.raises(BayesLMMError, match="theta has shape"):
+        problem.deviance(np.ones(2))
+    with pytest.raises(BayesLMMError, match="observations"):
+        problem.set_response(np.ones(3))
+    with pytest.raises(BayesLMMError, match="engine"):
+        REMLProblem.from_design(_design("sleep_slopes"), "REML", engine="dense")
+
+
+@pytest.mark.parametrize("engine", ["blocked", "sparse"])
+def test_engine_object_pickles_for_worker_processes(engine: str) -> None:
+    import pickle
+
+    design = _design("penicillin")
+    problem = REMLProblem.from_design(design, "REML", engine=engine)
+    est = problem.optimize()
+    copy = pickle.loads(pickle.dumps(problem))
+    y_new = design.y[::-1].copy()
+    a, b = copy.refit(y_new, start=est.theta), problem.refit(y_new, start=est.theta)
+    assert a.criterion == pytest.approx(b.criterion, abs=1e-10)
+    np.testing.assert_allclose(a.theta, b.theta, atol=1e-8)
