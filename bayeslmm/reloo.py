@@ -68,8 +68,8 @@ def sample_posterior(design: Design, priors: Priors, parameterization: dict[str,
     except BayesLMMError:
         start = None
     if "collapsed" in parameterization.values():
-        from ._collapsed_nuts import sample_collapsed_model
         from .collapsed import build_collapsed_model
+        from .collapsed.sample import sample_collapsed_model
 
         return sample_collapsed_model(design, priors, partial(build_collapsed_model, design, priors), settings, start)
     from .inits import reml_initvals

@@ -216,7 +216,7 @@ def test_prediction_columns_never_silently_renamed(sleep_csv, tmp_path, capsys):
     res = run_main(capsys, "predict", str(out), str(new))
     assert res.returncode == 0, res.stderr
     table = pd.read_csv(io.StringIO(res.stdout))
-    assert list(table.columns) == ["Days", "Subject", "Estimate", "pred_Estimate", "pred_Est.Error", "pred_l-95% CI",
+    assert list(table.columns) == ["Days", "Subject", "Estimate", "pred_Estimate", "pred_Std. Error", "pred_l-95% CI",
                                    "pred_u-95% CI"]
     assert (table["Estimate"] == "mine").all()
     assert "already have the column(s) ['Estimate']" in res.stderr and "pred_Estimate" in res.stderr
