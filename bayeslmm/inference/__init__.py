@@ -11,12 +11,12 @@ and the probability of direction. Each function takes a fit; the REML engine
 is reached only through :mod:`bayeslmm.inference.engine`.
 """
 
-from .bootstrap import BootReplicate, BootstrapResult, bootstrap
-from .confint import confint
+from .parametric_bootstrap import BootReplicate, BootstrapResult, bootstrap
+from .intervals import confint
 from .fixed_tests import anova_table, coef_table, contest
-from .hypothesis import hypothesis, probability_of_direction
+from .posterior_tests import hypothesis, probability_of_direction
 from .lrt import anova, ranova
-from .profile import Profile, profile
+from .likelihood_profile import Profile, profile
 from .report import InferenceTable
 
 __all__ = [

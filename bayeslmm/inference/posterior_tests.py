@@ -272,7 +272,7 @@ def hypothesis(
         Columns ``Hypothesis``, ``Estimate``, ``Est.Error``, ``CI.Lower``, ``CI.Upper``,
         ``Evid.Ratio``, ``Post.Prob``, ``Star``.
     """
-    from .confint import check_level
+    from .intervals import check_level
 
     level = check_level(level)
     if not hasattr(fit, "idata"):

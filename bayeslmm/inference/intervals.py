@@ -4,9 +4,9 @@ Rows are the sds and correlations of the random effects, σ, then the fixed
 effects, named as ``confint(fm, oldNames = FALSE)`` names them; columns are
 labelled by the level (``2.5 %``, ``97.5 %``).
 
-* ``"profile"``: likelihood-profile intervals (:mod:`bayeslmm.inference.profile`);
+* ``"profile"``: likelihood-profile intervals (:mod:`bayeslmm.inference.likelihood_profile`);
 * ``"Wald"``: β̂ ± z·SE for the fixed effects, NaN for the variance parameters;
-* ``"boot"``: parametric-bootstrap intervals (:mod:`bayeslmm.inference.bootstrap`),
+* ``"boot"``: parametric-bootstrap intervals (:mod:`bayeslmm.inference.parametric_bootstrap`),
   percentile by default (``boot_type="basic"`` and ``"norm"`` as ``boot.ci``).
 """
 
@@ -20,10 +20,10 @@ import pandas as pd
 from scipy.stats import norm
 
 from ..errors import BayesLMMError
-from .bootstrap import _norm_inter, bootstrap
+from .parametric_bootstrap import _norm_inter, bootstrap
 from .engine import fit_state
 from .params import VarLayout
-from .profile import profile_confint
+from .likelihood_profile import profile_confint
 from .report import format_percent
 
 __all__ = ["confint", "parameter_names", "check_level"]
