@@ -375,3 +375,15 @@ def test_bootstrap_keeping_the_modes_removes_the_between_group_variation(slopes)
     # with the modes fixed only the residual noise remains, so the intercept varies far less
     assert kept.replicates["(Intercept)"].std() < 0.7 * new.replicates["(Intercept)"].std()
     assert abs(kept.replicates["(Intercept)"].mean() - kept.t0["(Intercept)"]) < 4 * kept.replicates["(Intercept)"].std() / np.sqrt(60)
+
+
+def test_varcorr_intervals_follow_vcorrs_layout(slopes) -> None:
+    from bayeslmm.inference.intervals import varcorr_intervals
+
+    vc = slopes.VarCorr()  # as.data.frame(VarCorr(fm))
+    iv = varcorr_intervals(slopes, method="profile")
+    ci = confint(slopes, parm="theta_")
+    assert len(iv) == len(vc)
+    key = lambda df: sorted(zip(df["grp"], df["var1"].fillna(""), df["var2"].fillna("")))  # noqa: E731
+    assert key(iv) == key(vc)
+    np.testing.assert_allclose(iv[["2.5 %", "97.5 %"]].to_numpy(), ci.to_numpy())

@@ -21,6 +21,19 @@ here from ``PLSProblem.factorize`` (the equivalent of the engine's private
 ``_criterion``), and :meth:`Engine.with_response` replaces the response
 columns of the engine's cross-products (which it lays out as ``PLSProblem``
 does); both are marked where the engine's own reusable object will take over.
+
+What this module needs from the engine's reusable object, when it lands:
+
+1. for a design, at any θ (also outside the bounds, for numerical
+   derivatives): log|L_θ|² and the (p+1)×(p+1) matrix [X y]'V₀⁻¹[X y]
+   (equivalently R_X, R_X'c_β and the penalized RSS) -- :meth:`Engine.gram`;
+2. a copy bound to a new response vector that shares every y-free
+   computation -- :meth:`Engine.with_response` -- and its optimum from a given
+   θ with a convergence flag and message -- :meth:`Engine.refit` (the
+   bootstrap calls these once per replicate, in forked worker processes);
+3. the REML or ML fit of a design (θ, β, vcov(β), σ, criterion, logLik,
+   number of parameters, conditional modes, convergence) -- :func:`fit_method`
+   and :func:`fit_state`.
 """
 
 from __future__ import annotations

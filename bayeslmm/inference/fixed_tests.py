@@ -26,7 +26,7 @@ from .kenward_roger import kr_adjust, kr_ddf, kr_ftest
 from .report import InferenceTable
 from .satterthwaite import satterthwaite_df, satterthwaite_ftest, varpar_covariance
 
-__all__ = ["normalize_ddf", "coef_table", "anova_table", "contest", "DDF_METHODS"]
+__all__ = ["normalize_ddf", "ddf_note", "coef_table", "anova_table", "contest", "DDF_METHODS"]
 
 DDF_METHODS = ("Satterthwaite", "Kenward-Roger", "lme4")
 _DDF_ALIASES = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger", "kr": "Kenward-Roger", "lme4": "lme4"}
@@ -38,6 +38,12 @@ def normalize_ddf(ddf: Any) -> str:
     if key not in _DDF_ALIASES:
         raise BayesLMMError(f"ddf must be one of {list(DDF_METHODS)} (or 'KR'), got {ddf!r}.")
     return _DDF_ALIASES[key]
+
+
+def ddf_note(ddf: str) -> str:
+    """The line lmerTest prints under a summary's title, naming the df method (empty for ``"lme4"``)."""
+    ddf = normalize_ddf(ddf)
+    return "" if ddf == "lme4" else f"t-tests use {ddf}'s method"
 
 
 def _state_for(fit: Any, ddf: str) -> FitState:

@@ -26,7 +26,7 @@ from .params import VarLayout
 from .likelihood_profile import profile_confint
 from .report import format_percent
 
-__all__ = ["confint", "parameter_names", "check_level"]
+__all__ = ["confint", "varcorr_intervals", "parameter_names", "check_level"]
 
 METHODS = {"profile": "profile", "wald": "Wald", "boot": "boot"}
 
@@ -140,3 +140,23 @@ def _boot_interval(t: np.ndarray, t0: float, level: float, boot_type: str) -> np
     bias = finite.mean() - t0
     merr = finite.std(ddof=1) * norm.ppf(1.0 - a)
     return np.array([t0 - bias - merr, t0 - bias + merr])
+
+
+def varcorr_intervals(fit: Any, method: str = "profile", level: float = 0.95, **kwargs: Any) -> pd.DataFrame:
+    """Intervals of the variance components laid out as ``as.data.frame(VarCorr(fm))``.
+
+    One row per sd, correlation and σ, with ``grp``, ``var1``, ``var2`` (NaN for
+    an sd) and the two interval columns of :func:`confint` (``method`` and
+    ``level`` as there; ``"Wald"`` gives NaN, as lme4). For tables that set REML
+    intervals beside a posterior's (``bayeslmm.compare``).
+    """
+    state = fit_state(fit)
+    layout = VarLayout.from_design(state.design)
+    ci = confint(fit, parm="theta_", level=level, method=method, **kwargs)
+    frame = pd.DataFrame(
+        [{"grp": g, "var1": v1 if v1 is not None else np.nan, "var2": v2 if v2 is not None else np.nan}
+         for g, v1, v2 in layout.varcorr_rows]
+    )
+    out = pd.concat([frame, ci.reset_index(drop=True)], axis=1)
+    out.attrs.update(ci.attrs)
+    return out

@@ -54,26 +54,33 @@ class VarLayout:
         lme4's names of the sd/correlation parameters and ``sigma`` (``oldNames = FALSE``).
     is_cor
         Whether each sd/correlation parameter (σ excluded) is a correlation.
+    varcorr_rows
+        For each name, its ``as.data.frame(VarCorr(fm))`` row: (grp, var1, var2), var2 ``None`` for an sd.
     """
 
     qs: tuple[int, ...]
     names: tuple[str, ...]
     is_cor: tuple[bool, ...]
+    varcorr_rows: tuple[tuple[str, str | None, str | None], ...] = ()
 
     @classmethod
     def from_design(cls, design: Design) -> VarLayout:
         """The layout of a design's blocks."""
         names: list[str] = []
         is_cor: list[bool] = []
+        rows: list[tuple[str, str | None, str | None]] = []
         for b in design.blocks:
             for i, j in tril_positions(b.q):
                 if i == j:
                     names.append(f"sd_{b.terms[i]}|{b.factor}")
+                    rows.append((b.label, b.terms[i], None))
                 else:
                     names.append(f"cor_{b.terms[i]}.{b.terms[j]}|{b.factor}")
+                    rows.append((b.label, b.terms[j], b.terms[i]))
                 is_cor.append(i != j)
         names.append(SIGMA_NAME)
-        return cls(tuple(b.q for b in design.blocks), tuple(names), tuple(is_cor))
+        rows.append(("Residual", None, None))
+        return cls(tuple(b.q for b in design.blocks), tuple(names), tuple(is_cor), tuple(rows))
 
     @property
     def n_theta(self) -> int:
