@@ -19,6 +19,9 @@ Two things limit the agreement and are checked as such:
   tail probability p, the standard error sqrt(p(1-p)(1/N + 1/1000)) combining
   both simulations' binomial error (equivalent to the quantile's error divided
   by the replicate density there, and valid at a point mass such as an sd at 0).
+  For the balanced cake split-plot the bootstrap distribution of the REML
+  sds is known exactly (χ² mean squares); our replicates follow it, and
+  lme4's interval for the group sd does not (see NOT_THE_BOOTSTRAP).
 """
 
 from __future__ import annotations
@@ -250,17 +253,58 @@ def test_anova_lrt(pair: str, refit: bool) -> None:
 # ---------------------------------------------------------------------------
 # Parametric bootstrap
 # ---------------------------------------------------------------------------
+def _exact_split_plot_bootstrap(fit, n_draws: int = 2_000_000) -> dict[str, np.ndarray]:
+    """The exact parametric-bootstrap distribution of the REML sds of the (balanced) cake split-plot.
+
+    With 45 recipe:replicate groups of 6 (one per temperature), REML is the ANOVA estimator:
+    σ̂² = MSW ~ σ²χ²(210)/210 and σ̂_b² = max(0, (MSB - MSW)/6), MSB ~ (σ² + 6σ_b²)χ²(42)/42,
+    independent. Drawn here at the fitted σ_b and σ.
+    """
+    st = fit_state(fit)
+    sb, s = st.sigma * st.theta[0], st.sigma
+    rng = np.random.default_rng(0)
+    msb = (s**2 + 6 * sb**2) * rng.chisquare(42, n_draws) / 42
+    msw = s**2 * rng.chisquare(210, n_draws) / 210
+    return {"sd_(Intercept)|recipe:replicate": np.sqrt(np.maximum(0.0, (msb - msw) / 6)), "sigma": np.sqrt(msw)}
+
+
+def _within_mc_error(t: np.ndarray, q: float, p: float, n_ref: float) -> tuple[bool, str]:
+    """Whether endpoint q of a reference with n_ref replicates is the p-quantile of our replicates t, at 4 sd."""
+    tol = 4 * np.sqrt(p * (1 - p) * (1 / t.size + 1 / n_ref))
+    below, at_or_below = np.mean(t < q - 1e-12), np.mean(t <= q + 1e-12)
+    return below - tol <= p <= at_or_below + tol, f"q={q}, share below {below:.4f} (<= {at_or_below:.4f}), tol {tol:.4f}"
+
+
+#: lme4's reference interval for this row is not the parametric bootstrap of the fitted model: for the
+#: balanced split-plot the bootstrap distribution of the REML sd is exact (_exact_split_plot_bootstrap),
+#: its 2.5% and 97.5% points are 4.96 and 7.95, and lme4's 5.26 and 8.25 sit at its 6.1% and 99.0% points
+#: (5 Monte Carlo sd away). Our replicates are checked against the exact distribution instead.
+NOT_THE_BOOTSTRAP = {("cake", "sd_(Intercept)|recipe:replicate")}
+
+
 def _check_bootstrap(fit, name: str, nsim: int, seed: int) -> None:
     res = bootstrap(fit, nsim=nsim, seed=seed, progressbar=False)
     assert res.n_failed <= nsim // 100
+    exact = _exact_split_plot_bootstrap(fit) if name == "cake" else {}
     for r in REF["cases"][name]["confint_boot_perc_nsim1000"]:  # confint(fm, method="boot", nsim=1000, boot.type="perc")
         t = res.replicates[r["term"]].to_numpy()
         t = t[np.isfinite(t)]
         for col, p in zip(_CI, (0.025, 0.975)):
-            q = r[col]
-            tol = 4 * np.sqrt(p * (1 - p) * (1 / t.size + 1 / 1000))
-            below, at_or_below = np.mean(t < q - 1e-12), np.mean(t <= q + 1e-12)
-            assert below - tol <= p <= at_or_below + tol, (name, r["term"], col, q, below, at_or_below, tol)
+            if (name, r["term"]) in NOT_THE_BOOTSTRAP:
+                ok, why = _within_mc_error(t, float(np.quantile(exact[r["term"]], p)), p, len(exact[r["term"]]))
+            else:
+                ok, why = _within_mc_error(t, r[col], p, 1000)
+            assert ok, (name, r["term"], col, why)
+
+
+def test_bootstrap_matches_the_exact_split_plot_distribution(fits) -> None:
+    """cake's REML sds have an exact bootstrap distribution (χ² mean squares); 200 replicates must follow it."""
+    res = bootstrap(fits["cake"], nsim=200, seed=3, progressbar=False)
+    for term, exact in _exact_split_plot_bootstrap(fits["cake"]).items():
+        t = res.replicates[term].to_numpy()
+        for p in (0.025, 0.25, 0.5, 0.75, 0.975):
+            ok, why = _within_mc_error(t, float(np.quantile(exact, p)), p, exact.size)
+            assert ok, (term, p, why)
 
 
 @pytest.mark.parametrize("name", ["sleep_slopes", "sleep_int", "dyestuff"])

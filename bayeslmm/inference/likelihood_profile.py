@@ -65,6 +65,8 @@ class ParameterProfile:
 
     def interval(self, zeta: np.ndarray) -> np.ndarray:
         """Parameter values where the profile crosses ``zeta`` (the bound where it never does)."""
+        if np.isfinite(self.zeta).sum() < 2:
+            return np.full(np.shape(zeta), np.nan)
         inv = self.inverse()
         if inv is not None:
             out = inv(zeta)
@@ -109,7 +111,10 @@ class _Profiler:
         self.engine = Engine(ml.design)
         self.layout = VarLayout.from_design(ml.design)
         self.n = ml.nobs
+        # A correlation with a zero-sd term is undefined (NaN); any value gives the same θ, so start from 0.
         self.vp_opt = self.layout.to_sdcor(ml.theta, ml.sigma)
+        self.undefined = {self.layout.names[k] for k in np.flatnonzero(~np.isfinite(self.vp_opt))}
+        self.vp_opt = np.nan_to_num(self.vp_opt, nan=0.0)
         self.names = list(self.layout.names) + list(ml.design.fixed_names)
         self.opt = np.concatenate([self.vp_opt, ml.beta])
         self.stderr = np.sqrt(np.diag(ml.vcov_beta))
@@ -307,6 +312,16 @@ def profile(
         nvp = prof.layout.n_var
         for name in names:
             k = prof.names.index(name)
+            if name in prof.undefined:
+                warnings.warn(
+                    f"{name} is undefined at the estimate (one of its terms has sd 0), so it has no profile; "
+                    "its interval is NaN.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+                empty = np.array([np.nan])
+                out[name] = ParameterProfile(name, empty, empty, pd.DataFrame(columns=prof.names), np.nan, np.nan)
+                continue
             out[name] = prof.variance_parameter(k) if k < nvp else prof.fixed_effect(k - nvp)
     note = "" if state.method == "ML" else "profiles of the ML deviance (the REML fit was refitted by ML, as lme4 does)"
     return Profile(out, prof.base, note)

@@ -153,7 +153,7 @@ def anova(*fits: Any, refit: bool = True, names: Sequence[str] | None = None) ->
             )
     states = [fit_state(f) for f in fits]
     _check_same_rows(states, names)
-    heading = ["Data: the same " f"{states[0].nobs} observations", "Models:"]
+    heading = [f"Data: {states[0].nobs} observations, the same rows in every model", "Models:"]
     heading += [f"{n}: {s.design.parsed.text}" for n, s in zip(names, states)]
     notes: list[str] = []
     if refit and any(s.reml for s in states):

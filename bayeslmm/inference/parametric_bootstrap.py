@@ -299,29 +299,24 @@ def bootstrap(
     values = np.full((int(nsim), len(columns)), np.nan)
     ok = np.zeros(int(nsim), dtype=bool)
     failures: Counter = Counter()
+    # Fork the workers before the progress bar starts its refresh thread.
+    pool = multiprocessing.get_context("fork").Pool(n_cores) if n_cores > 1 else None
     bar = _progress(progressbar, int(nsim))
     try:
         task = bar.add_task("bootstrap", total=int(nsim)) if bar is not None else None
         if bar is not None:
             bar.start()
-        if n_cores == 1:
-            results = map(_run, chunks)
-            pool = None
-        else:
-            pool = multiprocessing.get_context("fork").Pool(n_cores)
-            results = pool.imap_unordered(_run, chunks)
-        try:
-            for idx, out, good, msgs in results:
-                values[idx], ok[idx] = out, good
-                failures.update(msgs)
-                if bar is not None:
-                    bar.update(task, advance=len(idx))
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+        results = pool.imap_unordered(_run, chunks) if pool is not None else map(_run, chunks)
+        for idx, out, good, msgs in results:
+            values[idx], ok[idx] = out, good
+            failures.update(msgs)
+            if bar is not None:
+                bar.update(task, advance=len(idx))
     finally:
         if bar is not None:
             bar.stop()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
         _JOB = None
     return BootstrapResult(t0, pd.DataFrame(values, columns=list(columns)), ok, dict(failures), int(ss.entropy), use_u)

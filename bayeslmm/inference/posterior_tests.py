@@ -281,6 +281,8 @@ def hypothesis(
             "with ddf='Satterthwaite' or contest()."
         )
     names = list(fit.design.fixed_names)
+    if not names:
+        raise BayesLMMError("The model has no fixed effects, so there is no coefficient to test.")
     post = draws(fit.idata, naming.FIXED).reshape(-1, len(names))
     items = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
     priors = _Priors(fit, prior_draws, seed)
@@ -314,6 +316,8 @@ def probability_of_direction(fit: Any) -> pd.Series:
     if not hasattr(fit, "idata"):
         raise BayesLMMError("The probability of direction is a posterior quantity; this is a REML/ML fit.")
     names = list(fit.design.fixed_names)
+    if not names:
+        return pd.Series([], index=pd.Index([], name="term"), name="pd", dtype=float)
     post = draws(fit.idata, naming.FIXED).reshape(-1, len(names))
     pd_ = np.maximum((post > 0).mean(axis=0), (post < 0).mean(axis=0))
     return pd.Series(pd_, index=pd.Index(names, name="term"), name="pd")
