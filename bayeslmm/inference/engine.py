@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -289,7 +289,7 @@ class Engine:
             Z2 = pls.ZtXy2.copy()
             Z2[:, p] = zty2
             pls.ZtXy2 = Z2
-        return Engine(dataclass_replace_y(self.design, y), _pls=pls)
+        return Engine(_with_y(self.design, y), _pls=pls)
 
     def _zty(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         blocks = self.design.blocks
@@ -360,8 +360,6 @@ class Engine:
         return Refit(theta, gram.beta, float(np.sqrt(gram.r2 / dof)), float(best.fun), converged, str(best.message))
 
 
-def dataclass_replace_y(design: Design, y: np.ndarray) -> Design:
+def _with_y(design: Design, y: np.ndarray) -> Design:
     """``design`` with another response vector (same rows, same structure)."""
-    from dataclasses import replace
-
     return replace(design, y=np.asarray(y, dtype=float))

@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
-from ..errors import ConvergenceWarning
+from ..errors import BayesLMMError, ConvergenceWarning
 from .engine import Engine, FitState, fit_method, fit_state, single_threaded_blas
 from .params import VarLayout
 from .rspline import BackSpline, back_spline
@@ -308,6 +308,9 @@ def profile(
     with single_threaded_blas():
         prof = _Profiler(ml, alphamax, min_cutoff)
         names = prof.names if which is None else list(which)
+        unknown = [n for n in names if n not in prof.names]
+        if unknown:
+            raise BayesLMMError(f"Cannot profile {unknown}: not parameters of this model. Choose from {prof.names}.")
         out: dict[str, ParameterProfile] = {}
         nvp = prof.layout.n_var
         for name in names:
