@@ -34,11 +34,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bayeslmm.api import design_for
-from bayeslmm.inference import anova, anova_table, bootstrap, coef_table, confint, ranova
-from bayeslmm.inference.engine import Engine, fit_state
+import bayeslmm
+from bayeslmm.inference import coef_table
 from bayeslmm.inference.params import VarLayout, tril_positions
-from bayeslmm.reml_fit import fit_frequentist
 from conftest import reference_data, reference_json
 
 REF = reference_json("lme4_inference")
@@ -59,7 +57,7 @@ def _data(name: str) -> pd.DataFrame:
 def _fit(formula: str, data: pd.DataFrame, method: str = "REML"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fit_frequentist(design_for(formula, data), method)
+        return bayeslmm.lmer(formula, data, method=method)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +75,7 @@ def _close(got: float, want: float, rel: float, abs_: float = 0.0) -> bool:
 @pytest.mark.parametrize("name", CASES)
 def test_profile_intervals(fits, name: str) -> None:
     rows = REF["cases"][name]["confint_profile"]
-    ci = confint(fits[name], method="profile")  # confint(fm, method="profile", oldNames=FALSE)
+    ci = fits[name].confint(method="profile")  # confint(fm, method="profile", oldNames=FALSE)
     assert list(ci.columns) == list(_CI)
     assert sorted(ci.index) == sorted(r["term"] for r in rows)
     var_rows = [r["term"] for r in rows if r["term"].startswith(("sd_", "cor_")) or r["term"] == "sigma"]
@@ -91,13 +89,13 @@ def test_profile_intervals(fits, name: str) -> None:
 
 @pytest.mark.parametrize("name", CASES)
 def test_wald_intervals(fits, name: str) -> None:
-    ci = confint(fits[name], method="Wald")
+    ci = fits[name].confint(method="Wald")
     for r in REF["cases"][name]["confint_wald"]:  # confint(fm, method="Wald", parm="beta_")
         for col in _CI:
             assert ci.loc[r["term"], col] == pytest.approx(r[col], rel=1e-4), (name, r["term"], col)
     var_rows = [n for n in ci.index if n not in {r["term"] for r in REF["cases"][name]["confint_wald"]}]
     assert ci.loc[var_rows].isna().all().all()  # confint(fm, method="Wald"): NA for the variance parameters
-    beta_only = confint(fits[name], parm="beta_", method="Wald")
+    beta_only = fits[name].confint(parm="beta_", method="Wald")
     assert list(beta_only.index) == list(fits[name].design.fixed_names)
 
 
@@ -106,7 +104,7 @@ def test_wald_intervals(fits, name: str) -> None:
 # ---------------------------------------------------------------------------
 def _at_lme4_optimum(fit, name: str):
     """The fit's state moved to lme4's estimates of θ and σ (as.data.frame(VarCorr(fm))), β and vcov(β) at them."""
-    st = fit_state(fit)
+    st = fit.inference_state
     rows = REML_REF[name]["varcorr"]
     sd = {(r["grp"], r["var1"]): r["sdcor"] for r in rows if not r["var2"]}
     cor = {(r["grp"], frozenset((r["var1"], r["var2"]))): r["sdcor"] for r in rows if r["var2"]}
@@ -116,8 +114,8 @@ def _at_lme4_optimum(fit, name: str):
         for i, j in tril_positions(b.q):
             vals.append(sd[(b.label, b.terms[i])] if i == j else cor[(b.label, frozenset((b.terms[i], b.terms[j])))])
     theta = VarLayout.from_design(st.design).to_theta(np.array([*vals, sigma]))
-    gram = Engine(st.design).gram(theta)
-    return dataclasses.replace(st, theta=theta, sigma=sigma, beta=gram.beta, vcov_beta=sigma**2 * np.linalg.inv(gram.A))
+    pls = st.at(theta)
+    return dataclasses.replace(st, theta=theta, sigma=sigma, beta=pls.beta, vcov_beta=sigma**2 * pls.rx_inverse)
 
 
 TESTS = [("Satterthwaite", "satterthwaite"), ("Kenward-Roger", "kenward_roger")]
@@ -147,8 +145,8 @@ def test_t_tests_from_our_fit(fits, name: str, ddf: str, key: str) -> None:
     remaining p-value difference must be the df's alone: the p-value at our t
     and lmerTest's df matches to 1e-3.
     """
-    tab = coef_table(fits[name], ddf=ddf)
-    ours = fit_state(fits[name]).criterion
+    tab = fits[name].fixef(ddf=ddf)
+    ours = fits[name].REMLcrit()
     lme4_short = name in REML_REF and REML_REF[name]["reml_criterion"] > ours + 1e-9  # REMLcrit(fm)
     for r in REF["cases"][name][key]:  # coef(summary(fm, ddf=...))
         row = tab.loc[r["term"]]
@@ -167,16 +165,18 @@ def test_kenward_roger_on_ml_fit_is_refused() -> None:
     from bayeslmm.errors import BayesLMMError
 
     with pytest.raises(BayesLMMError, match="REML"):
-        coef_table(ml, ddf="KR")
+        ml.fixef(ddf="KR")  # summary(fm, ddf="Kenward-Roger") on an ML fit: lmerTest refuses it
     with pytest.raises(BayesLMMError, match="REML"):
-        anova_table(ml, ddf="Kenward-Roger")
-    assert "df" in coef_table(ml, ddf="Satterthwaite")  # Satterthwaite works on ML fits, as in lmerTest
+        ml.anova(ddf="Kenward-Roger")
+    with pytest.raises(BayesLMMError, match="REML"):
+        ml.summary(ddf="Kenward-Roger")
+    assert "df" in ml.fixef(ddf="Satterthwaite")  # Satterthwaite works on ML fits, as in lmerTest
 
 
 def test_lme4_ddf_has_no_tests(fits) -> None:
-    tab = coef_table(fits["sleep_slopes"], ddf="lme4")  # coef(summary(fm, ddf="lme4"))
-    assert list(tab.columns) == ["Estimate", "Std. Error", "t value"]
-    a = anova_table(fits["cake"], ddf="lme4").table  # anova(fm, ddf="lme4"): lme4's sequential table
+    tab = fits["sleep_slopes"].fixef(ddf="lme4")  # coef(summary(fm, ddf="lme4")) with confint(fm, method="Wald")
+    assert list(tab.columns) == ["Estimate", "Std. Error", "l-95% CI", "u-95% CI", "t value"]
+    a = fits["cake"].anova(ddf="lme4").table  # anova(fm, ddf="lme4"): lme4's sequential table
     assert list(a.columns) == ["npar", "Sum Sq", "Mean Sq", "F value"]
     want = {r["term"]: r for r in REF["cases"]["cake"]["anova_type3_satterthwaite"]}
     # balanced data: the sequential sums of squares are the type-III ones
@@ -188,7 +188,7 @@ def test_lme4_ddf_has_no_tests(fits) -> None:
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", [c for c in CASES if REF["cases"][c]["anova_type3_satterthwaite"]])
 def test_type3_f_tests(fits, name: str) -> None:
-    tab = anova_table(fits[name], type=3).table  # anova(fm, type=3) with lmerTest
+    tab = fits[name].anova(type=3).table  # anova(fm, type=3) with lmerTest
     rows = REF["cases"][name]["anova_type3_satterthwaite"]
     assert sorted(tab.index) == sorted(r["term"] for r in rows)
     for r in rows:
@@ -199,7 +199,7 @@ def test_type3_f_tests(fits, name: str) -> None:
 def test_type3_f_tests_do_not_depend_on_the_coding() -> None:
     """Sum-to-zero coding S(recipe) gives lmerTest's treatment-coded type-III table (the contrasts are mapped)."""
     fit = _fit("angle ~ S(recipe) * temperature + (1 | recipe:replicate)", _data("cake"))
-    tab = anova_table(fit).table
+    tab = fit.anova().table
     for r in REF["cases"]["cake"]["anova_type3_satterthwaite"]:  # anova(fm, type=3)
         term = r["term"].replace("recipe", "S(recipe)")
         for col in ("Sum Sq", "NumDF", "DenDF", "F value", "Pr(>F)"):
@@ -211,7 +211,7 @@ def test_type3_f_tests_do_not_depend_on_the_coding() -> None:
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", CASES)
 def test_ranova(fits, name: str) -> None:
-    res = ranova(fits[name])  # lmerTest::ranova(fm)
+    res = fits[name].ranova()  # lmerTest::ranova(fm)
     rows = REF["cases"][name]["ranova"]
     assert list(res.table.index) == [r["term"] for r in rows]
     for r in rows:
@@ -237,7 +237,7 @@ def test_anova_lrt(pair: str, refit: bool) -> None:
     m0, m1 = _fit(spec["m0"], data), _fit(spec["m1"], data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = anova(m1, m0, refit=refit, names=["m1", "m0"])  # anova(m0, m1) / anova(m0, m1, refit=FALSE)
+        res = bayeslmm.anova(m1, m0, refit=refit, names=["m1", "m0"])  # anova(m0, m1) / anova(m0, m1, refit=FALSE)
     rows = spec["refit_ml" if refit else "refit_false"]
     assert list(res.table.index) == [r["term"] for r in rows]  # ordered by npar
     for r in rows:
@@ -260,7 +260,7 @@ def _exact_split_plot_bootstrap(fit, n_draws: int = 2_000_000) -> dict[str, np.n
     σ̂² = MSW ~ σ²χ²(210)/210 and σ̂_b² = max(0, (MSB - MSW)/6), MSB ~ (σ² + 6σ_b²)χ²(42)/42,
     independent. Drawn here at the fitted σ_b and σ.
     """
-    st = fit_state(fit)
+    st = fit.inference_state
     sb, s = st.sigma * st.theta[0], st.sigma
     rng = np.random.default_rng(0)
     msb = (s**2 + 6 * sb**2) * rng.chisquare(42, n_draws) / 42
@@ -283,7 +283,7 @@ NOT_THE_BOOTSTRAP = {("cake", "sd_(Intercept)|recipe:replicate")}
 
 
 def _check_bootstrap(fit, name: str, nsim: int, seed: int) -> None:
-    res = bootstrap(fit, nsim=nsim, seed=seed, progressbar=False)
+    res = fit.bootstrap(nsim=nsim, seed=seed, progressbar=False)
     assert res.n_failed <= nsim // 100
     exact = _exact_split_plot_bootstrap(fit) if name == "cake" else {}
     for r in REF["cases"][name]["confint_boot_perc_nsim1000"]:  # confint(fm, method="boot", nsim=1000, boot.type="perc")
@@ -299,7 +299,7 @@ def _check_bootstrap(fit, name: str, nsim: int, seed: int) -> None:
 
 def test_bootstrap_matches_the_exact_split_plot_distribution(fits) -> None:
     """cake's REML sds have an exact bootstrap distribution (χ² mean squares); 200 replicates must follow it."""
-    res = bootstrap(fits["cake"], nsim=200, seed=3, progressbar=False)
+    res = fits["cake"].bootstrap(nsim=200, seed=3, progressbar=False)
     for term, exact in _exact_split_plot_bootstrap(fits["cake"]).items():
         t = res.replicates[term].to_numpy()
         for p in (0.025, 0.25, 0.5, 0.75, 0.975):

@@ -18,8 +18,9 @@ from scipy import stats
 
 from bayeslmm.api import design_for
 from bayeslmm.errors import BayesLMMError
-from bayeslmm.inference import anova, anova_table, bootstrap, coef_table, confint, contest, ranova
-from bayeslmm.inference.engine import Engine, fit_state
+import bayeslmm
+
+from bayeslmm.inference.engine import refit_response, restore_response
 from bayeslmm.inference.kenward_roger import kr_adjust
 from bayeslmm.inference.numderiv import hessian, jacobian
 from bayeslmm.inference.params import VarLayout
@@ -27,14 +28,13 @@ from bayeslmm.inference.parametric_bootstrap import percentile_interval
 from bayeslmm.inference.random_terms import reductions
 from bayeslmm.inference.report import format_percent
 from bayeslmm.inference.rspline import back_spline
-from bayeslmm.reml_fit import fit_frequentist
 from conftest import reference_data
 
 
 def _fit(formula: str, data: pd.DataFrame, method: str = "REML"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fit_frequentist(design_for(formula, data), method)
+        return bayeslmm.lmer(formula, data, method=method)
 
 
 @pytest.fixture(scope="module")
@@ -140,25 +140,31 @@ def test_percentile_interval_is_boots_norm_inter() -> None:
     [("Reaction ~ Days + (Days | Subject)", "sleepstudy"), ("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin"),
      ("strength ~ 1 + (1 | batch/cask)", "pastes")],
 )
-def test_response_swap_matches_a_fresh_engine(formula: str, data: str) -> None:
+def test_bootstrap_refit_matches_a_fresh_fit(formula: str, data: str) -> None:
+    """A refit of a new response through the fit's problem gives the fit of a freshly built design."""
     d = reference_data(f"data/{data}.csv")
-    design = design_for(formula, d)
-    engine = Engine(design)
-    assert engine.check_layout()
+    fit = _fit(formula, d)
+    st = fit.inference_state
     rng = np.random.default_rng(3)
-    y2 = design.y + rng.normal(0, design.y.std(), design.nobs)
+    y2 = st.design.y + rng.normal(0, st.design.y.std(), st.nobs)
     d2 = d.copy()
-    d2[design.response_name] = y2
-    fresh = Engine(design_for(formula, d2))
-    theta = np.abs(rng.normal(size=engine.n_theta)) + 0.1
-    a, b = engine.with_response(y2).gram(theta), fresh.gram(theta)
-    np.testing.assert_allclose([a.logdet_L, a.c, *a.g], [b.logdet_L, b.c, *b.g], rtol=1e-10)
-    assert a.criterion(design.nobs, True) == pytest.approx(b.criterion(design.nobs, True), rel=1e-12)
+    d2[st.design.response_name] = y2
+    fresh = _fit(formula, d2)
+    try:
+        est = refit_response(st, y2)
+    finally:
+        restore_response(st)
+    assert est.criterion == pytest.approx(fresh.REMLcrit(), rel=1e-8)  # REMLcrit(refit(fm, y2))
+    np.testing.assert_allclose(est.beta, fresh.result.beta, rtol=1e-5)
+    assert st.deviance(st.theta) == pytest.approx(fit.REMLcrit(), rel=1e-12)  # the response was put back
 
 
 def test_engine_criterion_is_the_fits(slopes) -> None:
-    st = fit_state(slopes)
-    assert Engine(st.design).gram(st.theta).criterion(st.nobs, reml=True) == pytest.approx(st.criterion, rel=1e-12)
+    st = slopes.inference_state
+    assert st.deviance(st.theta) == pytest.approx(slopes.REMLcrit(), rel=1e-12)  # REMLcrit(fm)
+    pls = st.at(st.theta)
+    np.testing.assert_allclose(pls.beta, slopes.result.beta, rtol=1e-10)
+    np.testing.assert_allclose(st.sigma**2 * pls.rx_inverse, slopes.vcov().to_numpy(), rtol=1e-10)  # vcov(fm)
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +208,7 @@ def _dense_kr(st):
 
 @pytest.mark.parametrize("formula", ["y ~ x + f + (x | g)", "y ~ x + (1 | g) + (1 | h)", "y ~ f + (x || g)"])
 def test_kenward_roger_matches_pbkrtests_dense_computation(grouped, formula: str) -> None:
-    st = fit_state(_fit(formula, grouped))
+    st = _fit(formula, grouped).inference_state
     kr = kr_adjust(st)
     Phi_A, Wg = _dense_kr(st)
     np.testing.assert_allclose(kr.vcov_adj, Phi_A, rtol=1e-8, atol=1e-12)
@@ -212,32 +218,32 @@ def test_kenward_roger_matches_pbkrtests_dense_computation(grouped, formula: str
 def test_balanced_random_intercept_gives_the_classical_df(sleep) -> None:
     """A within-subject slope in a balanced random-intercept design has N - m - 1 = 180 - 18 - 1 df."""
     fit = _fit("Reaction ~ Days + (1 | Subject)", sleep)
-    assert coef_table(fit, "Satterthwaite").loc["Days", "df"] == pytest.approx(161, rel=1e-6)
-    assert coef_table(fit, "Kenward-Roger").loc["Days", "df"] == pytest.approx(161, rel=1e-9)
+    assert fit.fixef(ddf="Satterthwaite").loc["Days", "df"] == pytest.approx(161, rel=1e-6)
+    assert fit.fixef(ddf="Kenward-Roger").loc["Days", "df"] == pytest.approx(161, rel=1e-9)
 
 
 def test_contest_matches_the_coefficient_table(slopes) -> None:
-    tab = coef_table(slopes, "Satterthwaite")
-    one = contest(slopes, [0, 1], joint=False)  # contest1D(L, fm)
+    tab = slopes.fixef(ddf="Satterthwaite")
+    one = slopes.contest([0, 1], joint=False)  # contest1D(L, fm)
     assert one.loc[0, "df"] == pytest.approx(tab.loc["Days", "df"])
     assert one.loc[0, "Pr(>|t|)"] == pytest.approx(tab.loc["Days", "Pr(>|t|)"])
-    f = contest(slopes, [[0, 1]])  # contestMD: F = t^2 for one row
+    f = slopes.contest([[0, 1]])  # contestMD: F = t^2 for one row
     assert f.loc[0, "F value"] == pytest.approx(tab.loc["Days", "t value"] ** 2)
-    both = contest(slopes, np.eye(2), ddf="KR")
+    both = slopes.contest(np.eye(2), ddf="KR")
     assert both.loc[0, "NumDF"] == 2
     with pytest.raises(BayesLMMError, match="3 columns"):
-        contest(slopes, [0, 1, 0])
+        slopes.contest([0, 1, 0])
 
 
 def test_type3_equals_type2_without_interactions(grouped) -> None:
     fit = _fit("y ~ x + f + (1 | g)", grouped)
-    t3, t2 = anova_table(fit, type=3).table, anova_table(fit, type="II").table
+    t3, t2 = fit.anova(type=3).table, fit.anova(type="II").table
     np.testing.assert_allclose(t3.to_numpy(), t2.to_numpy(), rtol=1e-8)
     # without containment type III is the marginal test of the term's own coefficients
-    joint = contest(fit, np.eye(4)[2:4])
+    joint = fit.contest(np.eye(4)[2:4])
     assert t3.loc["f", "F value"] == pytest.approx(joint.loc[0, "F value"], rel=1e-10)
     with pytest.raises(BayesLMMError, match="type"):
-        anova_table(fit, type=4)
+        fit.anova(type=4)
 
 
 # ---------------------------------------------------------------------------
@@ -267,7 +273,7 @@ def test_reduced_slope_term_is_a_random_intercept(grouped) -> None:
 
 def test_ranova_without_random_effects_left_uses_the_linear_models_likelihood(sleep) -> None:
     fit = _fit("Reaction ~ Days + (1 | Subject)", sleep)
-    row = ranova(fit).table.loc["(1 | Subject)"]
+    row = fit.ranova().table.loc["(1 | Subject)"]
     X = np.column_stack([np.ones(len(sleep)), sleep["Days"]])
     n, p = X.shape
     resid = sleep["Reaction"] - X @ np.linalg.lstsq(X, sleep["Reaction"], rcond=None)[0]
@@ -281,34 +287,30 @@ def test_anova_refuses_what_it_cannot_test(sleep, slopes) -> None:
     intercept_only_fixed = _fit("Reaction ~ 1 + (Days | Subject)", sleep)
     days_intercept = _fit("Reaction ~ Days + (1 | Subject)", sleep)
     with pytest.raises(BayesLMMError, match="not nested"):
-        anova(days_intercept, intercept_only_fixed)
+        bayeslmm.anova(days_intercept, intercept_only_fixed)
     fewer = _fit("Reaction ~ Days + (1 | Subject)", sleep.iloc[:-10])
     with pytest.raises(BayesLMMError, match="same rows"):
-        anova(fewer, slopes)
+        bayeslmm.anova(fewer, slopes)
     logged = _fit("np.log(Reaction) ~ Days + (1 | Subject)", sleep)
     with pytest.raises(BayesLMMError, match="different responses"):
-        anova(logged, slopes)
+        bayeslmm.anova(logged, slopes)
     with pytest.raises(BayesLMMError, match="two or more"):
-        anova(slopes)
-
-    class Posterior:  # what a Bayesian fit looks like to anova(): it has a posterior, not a REML result
-        idata = None
-        design = slopes.design
+        bayeslmm.anova(slopes)
 
     with pytest.raises(BayesLMMError, match="compare_models"):
-        anova(Posterior(), slopes)
+        bayeslmm.anova(slopes.params, slopes)  # not a fit at all
 
 
 def test_anova_of_three_models_orders_by_npar_and_mixes_on_the_boundary(sleep, slopes) -> None:
     m0 = _fit("Reaction ~ Days + (1 | Subject)", sleep)
     m1 = _fit("Reaction ~ Days + (Days || Subject)", sleep)
-    res = anova(slopes, m0, m1, names=["slopes", "int", "uncorr"])
+    res = bayeslmm.anova(slopes, m0, m1, names=["slopes", "int", "uncorr"])
     assert list(res.table.index) == ["int", "uncorr", "slopes"]
     row = res.table.loc["uncorr"]  # one sd added: 50:50 mixture of chi2(0) and chi2(1)
     assert row["Pr(>Chisq) mix"] == pytest.approx(0.5 * stats.chi2.sf(row["Chisq"], 1))
     assert np.isnan(res.table.loc["slopes", "Pr(>Chisq) mix"])  # only a correlation added: no mixture given
     with pytest.warns(UserWarning, match="not comparable"):
-        anova(slopes, _fit("Reaction ~ 1 + (Days | Subject)", sleep), refit=False)
+        bayeslmm.anova(slopes, _fit("Reaction ~ 1 + (Days | Subject)", sleep), refit=False)
 
 
 # ---------------------------------------------------------------------------
@@ -316,23 +318,23 @@ def test_anova_of_three_models_orders_by_npar_and_mixes_on_the_boundary(sleep, s
 # ---------------------------------------------------------------------------
 def test_confint_rejects_bad_input(slopes) -> None:
     with pytest.raises(BayesLMMError, match="'Dayz'"):
-        confint(slopes, parm="Dayz", method="Wald")
+        slopes.confint(parm="Dayz", method="Wald")
     for level in (0, 1, 1.5, -0.2, True, "0.95"):
         with pytest.raises(BayesLMMError, match="level"):
-            confint(slopes, level=level, method="Wald")
+            slopes.confint(level=level, method="Wald")
     with pytest.raises(BayesLMMError, match="method"):
-        confint(slopes, method="bayes")
+        slopes.confint(method="bayes")
     with pytest.raises(BayesLMMError, match="boot_type"):
-        confint(slopes, method="boot", boot_type="bca", nsim=2)
+        slopes.confint(method="boot", boot_type="bca", nsim=2)
     with pytest.raises(BayesLMMError, match="ddf"):
-        coef_table(slopes, ddf="Welch")
+        slopes.fixef(ddf="Welch")
 
 
 def test_profile_intervals_widen_with_the_level(sleep) -> None:
     fit = _fit("Reaction ~ Days + (1 | Subject)", sleep)
-    lo = confint(fit, parm=["sigma", "Days"], level=0.5)
-    mid = confint(fit, parm=["sigma", "Days"], level=0.95)
-    hi = confint(fit, parm=["sigma", "Days"], level=0.9999)
+    lo = fit.confint(parm=["sigma", "Days"], level=0.5)
+    mid = fit.confint(parm=["sigma", "Days"], level=0.95)
+    hi = fit.confint(parm=["sigma", "Days"], level=0.9999)
     assert list(hi.columns) == ["0.005 %", "99.995 %"]
     assert np.all(lo.iloc[:, 0].to_numpy() > mid.iloc[:, 0].to_numpy())
     assert np.all(mid.iloc[:, 0].to_numpy() > hi.iloc[:, 0].to_numpy())
@@ -343,13 +345,13 @@ def test_profile_intervals_widen_with_the_level(sleep) -> None:
 # The bootstrap's mechanics
 # ---------------------------------------------------------------------------
 def test_bootstrap_replicates_do_not_depend_on_the_processes(slopes) -> None:
-    one = bootstrap(slopes, nsim=6, seed=11, progressbar=False, cores=1)
-    two = bootstrap(slopes, nsim=6, seed=11, progressbar=False, cores=2)
+    one = slopes.bootstrap(nsim=6, seed=11, progressbar=False, cores=1)
+    two = slopes.bootstrap(nsim=6, seed=11, progressbar=False, cores=2)
     pd.testing.assert_frame_equal(one.replicates, two.replicates)
-    other = bootstrap(slopes, nsim=6, seed=12, progressbar=False, cores=1)
+    other = slopes.bootstrap(nsim=6, seed=12, progressbar=False, cores=1)
     assert not np.allclose(one.replicates.to_numpy(), other.replicates.to_numpy())
-    assert list(one.replicates.columns) == list(confint(slopes, method="Wald").index)
-    assert one.t0["Days"] == pytest.approx(fit_state(slopes).beta[1])
+    assert list(one.replicates.columns) == list(slopes.confint(method="Wald").index)
+    assert one.t0["Days"] == pytest.approx(slopes.result.beta[1])
 
 
 def test_bootstrap_custom_statistic_and_failure_summary(slopes) -> None:
@@ -361,28 +363,26 @@ def test_bootstrap_custom_statistic_and_failure_summary(slopes) -> None:
             raise ValueError("no statistic for this one")
         return {"days": rep.beta["Days"], "ratio": rep.sdcor["sd_Days|Subject"] / rep.sigma}
 
-    res = bootstrap(slopes, func=stat, nsim=5, seed=2, progressbar=False, cores=1)
+    res = slopes.bootstrap(func=stat, nsim=5, seed=2, progressbar=False, cores=1)
     assert list(res.replicates.columns) == ["days", "ratio"]
     assert res.replicates.isna().any(axis=1).sum() == 1 and res.n_failed == 1
     assert "1 did not converge" in res.summary() and "no statistic for this one" in res.summary()
     with pytest.raises(BayesLMMError, match="nsim"):
-        bootstrap(slopes, nsim=0)
+        slopes.bootstrap(nsim=0)
 
 
 def test_bootstrap_keeping_the_modes_removes_the_between_group_variation(slopes) -> None:
-    new = bootstrap(slopes, nsim=60, seed=5, progressbar=False)
-    kept = bootstrap(slopes, nsim=60, seed=5, progressbar=False, use_u=True)
+    new = slopes.bootstrap(nsim=60, seed=5, progressbar=False)
+    kept = slopes.bootstrap(nsim=60, seed=5, progressbar=False, use_u=True)
     # with the modes fixed only the residual noise remains, so the intercept varies far less
     assert kept.replicates["(Intercept)"].std() < 0.7 * new.replicates["(Intercept)"].std()
     assert abs(kept.replicates["(Intercept)"].mean() - kept.t0["(Intercept)"]) < 4 * kept.replicates["(Intercept)"].std() / np.sqrt(60)
 
 
 def test_varcorr_intervals_follow_vcorrs_layout(slopes) -> None:
-    from bayeslmm.inference.intervals import varcorr_intervals
-
     vc = slopes.VarCorr()  # as.data.frame(VarCorr(fm))
-    iv = varcorr_intervals(slopes, method="profile")
-    ci = confint(slopes, parm="theta_")
+    iv = slopes.varcorr_intervals(method="profile")
+    ci = slopes.confint(parm="theta_")
     assert len(iv) == len(vc)
     key = lambda df: sorted(zip(df["grp"], df["var1"].fillna(""), df["var2"].fillna("")))  # noqa: E731
     assert key(iv) == key(vc)

@@ -21,7 +21,7 @@ from scipy import stats
 
 from ..errors import BayesLMMError
 from .contrasts import _contains, _doolittle_rows, fixed_terms, type3_contrasts
-from .engine import Engine, FitState, fit_state
+from .engine import FitState, fit_state
 from .kenward_roger import kr_adjust, kr_ddf, kr_ftest
 from .report import InferenceTable
 from .satterthwaite import satterthwaite_df, satterthwaite_ftest, varpar_covariance
@@ -137,8 +137,8 @@ def _contrasts(design, type: Any) -> tuple[dict[str, np.ndarray], str]:
 
 def _lme4_anova(state: FitState) -> InferenceTable:
     """lme4's single-model ``anova(fm)``: sequential sums of squares, no tests."""
-    gram = Engine(state.design).gram(state.theta)
-    RX = np.linalg.cholesky(gram.A).T
+    pls = state.at(state.theta)
+    RX = np.linalg.cholesky(np.linalg.inv(pls.rx_inverse)).T
     ss = (RX @ state.beta) ** 2
     rows = []
     for t in fixed_terms(state.design):

@@ -20,22 +20,16 @@ import pandas as pd
 from scipy.stats import norm
 
 from ..errors import BayesLMMError
+from ..paramdraws import check_level
 from .parametric_bootstrap import _norm_inter, bootstrap
 from .engine import fit_state
 from .params import VarLayout
 from .likelihood_profile import profile_confint
 from .report import format_percent
 
-__all__ = ["confint", "varcorr_intervals", "parameter_names", "check_level"]
+__all__ = ["confint", "varcorr_intervals", "parameter_names"]
 
 METHODS = {"profile": "profile", "wald": "Wald", "boot": "boot"}
-
-
-def check_level(level: Any) -> float:
-    """``level`` as a float strictly between 0 and 1, else a :class:`BayesLMMError`."""
-    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < float(level) < 1:
-        raise BayesLMMError(f"level must be a number strictly between 0 and 1, e.g. 0.95; got {level!r}.")
-    return float(level)
 
 
 def parameter_names(design) -> tuple[list[str], list[str]]:

@@ -32,7 +32,7 @@ from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
 from ..errors import BayesLMMError, ConvergenceWarning
-from .engine import Engine, FitState, fit_method, fit_state, single_threaded_blas
+from .engine import HUGE, FitState, fit_method, fit_state, single_threaded_blas
 from .params import VarLayout
 from .rspline import BackSpline, back_spline
 
@@ -108,7 +108,6 @@ class _Profiler:
 
     def __init__(self, ml: FitState, alphamax: float, min_cutoff: float) -> None:
         self.ml = ml
-        self.engine = Engine(ml.design)
         self.layout = VarLayout.from_design(ml.design)
         self.n = ml.nobs
         # A correlation with a zero-sd term is undefined (NaN); any value gives the same θ, so start from 0.
@@ -118,7 +117,7 @@ class _Profiler:
         self.names = list(self.layout.names) + list(ml.design.fixed_names)
         self.opt = np.concatenate([self.vp_opt, ml.beta])
         self.stderr = np.sqrt(np.diag(ml.vcov_beta))
-        self.base = self.engine.gram(ml.theta).criterion(self.n, reml=False)
+        self.base = ml.deviance(ml.theta)
         cutoff = float(np.sqrt(chi2.ppf(1.0 - alphamax, self.opt.size)))
         self.cutoff = max(cutoff, min_cutoff)
         self.delta = self.cutoff / 8.0
@@ -127,29 +126,24 @@ class _Profiler:
     # -- deviance functions ---------------------------------------------------
     def dev_sdcor(self, pars: np.ndarray) -> float:
         """ML deviance at sds/correlations and σ (β profiled out), lme4's ``devfun2``."""
-        sigma = pars[-1]
-        if not sigma > 0:
-            return 1e300
         try:
-            gram = self.engine.gram(self.layout.to_theta(pars))
+            theta = self.layout.to_theta(pars)
         except (np.linalg.LinAlgError, ValueError):
-            return 1e300
-        s2 = sigma * sigma
-        value = gram.logdet_L + gram.r2 / s2 + self.n * (_LOG2PI + np.log(s2))
-        return float(value) if np.isfinite(value) else 1e300
+            return HUGE
+        return self.ml.deviance_sigma(theta, pars[-1])
 
     def fixed_profile(self, j: int, value: float, theta: np.ndarray) -> tuple[float, np.ndarray, float]:
         """ML deviance, β and σ with β_j held at ``value`` and the other β profiled out, at θ."""
-        gram = self.engine.gram(theta)
-        A, g = gram.A, gram.g
-        o = np.arange(A.shape[0]) != j
-        rhs = g[o] - A[o, j] * value
-        beta_o = np.linalg.solve(A[np.ix_(o, o)], rhs) if o.any() else np.zeros(0)
-        r2 = gram.c - 2 * value * g[j] + value**2 * A[j, j] - rhs @ beta_o
-        r2 = max(float(r2), np.finfo(float).tiny)
-        dev = gram.logdet_L + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
-        beta = np.empty(A.shape[0])
-        beta[o], beta[j] = beta_o, value
+        pls = self.ml.at(theta)
+        if pls is None:
+            raise ValueError("theta could not be factored")
+        # Minimising (β - β̂)'A(β - β̂) subject to β_j = value: β = β̂ + A⁻¹e_j d / (A⁻¹)_jj with d = value - β̂_j,
+        # and the penalized RSS grows by d² / (A⁻¹)_jj.
+        Ainv, d = pls.rx_inverse, value - pls.beta[j]
+        beta = pls.beta + Ainv[:, j] * (d / Ainv[j, j])
+        beta[j] = value
+        r2 = max(pls.r2 + d * d / Ainv[j, j], np.finfo(float).tiny)
+        dev = pls.logdet_L + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
         return float(dev), beta, float(np.sqrt(r2 / self.n))
 
     # -- the grid ---------------------------------------------------------------
@@ -213,7 +207,8 @@ class _Profiler:
             res = _minimize(fun, x0, bounds)
             pars[free] = res.x
             devdiff = max(0.0, float(res.fun) - self.base)
-            beta = self.engine.gram(self.layout.to_theta(pars)).beta
+            pls = self.ml.at(self.layout.to_theta(pars))
+            beta = pls.beta if pls is not None else np.full(self.ml.beta.size, np.nan)
             return np.concatenate([[np.sign(x - pw) * np.sqrt(devdiff)], pars, beta])
 
         shift = 1e-3 if pw == 0 else pw * 1.01
@@ -223,7 +218,7 @@ class _Profiler:
         """Profile of fixed effect ``j``: θ re-optimised from the ML optimum at every point."""
         nvp = self.layout.n_var
         est = self.ml.beta[j]
-        lower = self.engine.lower
+        lower = self.ml.lower
         bounds = [(lo, None) if np.isfinite(lo) else (None, None) for lo in lower]
 
         def zeta_fn(x: float, prev: np.ndarray) -> np.ndarray:
@@ -231,7 +226,7 @@ class _Profiler:
                 try:
                     return self.fixed_profile(j, x, th)[0]
                 except (np.linalg.LinAlgError, ValueError):
-                    return 1e300
+                    return HUGE
 
             res = _minimize(fun, self.ml.theta.copy(), bounds)
             theta = np.where(np.isfinite(lower), np.maximum(res.x, lower), res.x)
@@ -304,7 +299,7 @@ def profile(
     Profile
     """
     state = fit_state(fit)
-    ml = state if state.method == "ML" else fit_method(state.design, "ML", quiet=True)
+    ml = state if state.method == "ML" else fit_method(state.design, "ML", quiet=True, start=state.theta)
     with single_threaded_blas():
         prof = _Profiler(ml, alphamax, min_cutoff)
         names = prof.names if which is None else list(which)

@@ -145,12 +145,6 @@ def anova(*fits: Any, refit: bool = True, names: Sequence[str] | None = None) ->
     names = list(names) if names is not None else [f"m{i}" for i in range(len(fits))]
     if len(names) != len(fits):
         raise BayesLMMError(f"names has {len(names)} entries for {len(fits)} fits.")
-    for name, f in zip(names, fits):
-        if hasattr(f, "idata") or not hasattr(f, "result"):
-            raise BayesLMMError(
-                f"Model {name!r} is not a REML/ML fit. Likelihood-ratio tests need maximum-likelihood fits; "
-                "compare Bayesian fits with bayeslmm.compare_models({...}) (PSIS-LOO)."
-            )
     states = [fit_state(f) for f in fits]
     _check_same_rows(states, names)
     heading = [f"Data: {states[0].nobs} observations, the same rows in every model", "Models:"]
@@ -160,7 +154,7 @@ def anova(*fits: Any, refit: bool = True, names: Sequence[str] | None = None) ->
         msg = "refitting model(s) with ML (instead of REML)"
         _log.info(msg)
         heading.insert(0, msg)
-        states = [fit_method(s.design, "ML") if s.reml else s for s in states]
+        states = [fit_method(s.design, "ML", start=s.theta) if s.reml else s for s in states]
     elif not refit and any(s.reml for s in states):
         if not all(_same_fixed(states[0].design, s.design) for s in states[1:]):
             warnings.warn(

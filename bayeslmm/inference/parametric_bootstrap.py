@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from ..errors import BayesLMMError
-from .engine import Engine, FitState, fit_state, single_threaded_blas
+from .engine import FitState, fit_state, refit_response, restore_response, single_threaded_blas
 from .params import VarLayout, tril_positions
 from .report import format_percent
 
@@ -153,7 +153,6 @@ def percentile_interval(replicates: pd.DataFrame, level: float = 0.95) -> pd.Dat
 class _Job:
     """Everything a worker needs; set before forking so the children inherit it."""
 
-    engine: Engine
     state: FitState
     layout: VarLayout
     seeds: tuple[np.random.SeedSequence, ...]
@@ -209,13 +208,13 @@ def _run(indices: list[int]) -> tuple[list[int], np.ndarray, np.ndarray, list[st
         for r, i in enumerate(indices):
             rng = np.random.default_rng(job.seeds[i])
             try:
-                refit = job.engine.with_response(_simulate(job, rng)).refit(job.state.theta, job.state.reml)
+                refit = refit_response(job.state, _simulate(job, rng))
                 rep = _replicate(job, refit.theta, refit.beta, refit.sigma, refit.converged)
                 out[r] = _as_row(job.func(rep), job.columns)
                 ok[r] = refit.converged
                 if not refit.converged:
                     messages.append(refit.message)
-            except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            except (np.linalg.LinAlgError, ValueError, FloatingPointError, BayesLMMError) as exc:
                 messages.append(f"refit failed: {exc}")
     return indices, out, ok, messages
 
@@ -271,9 +270,6 @@ def bootstrap(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise BayesLMMError(f"seed must be an integer or None, got {seed!r}.")
     state = fit_state(fit)
-    engine = Engine(state.design)
-    if not engine.check_layout():  # pragma: no cover - guards the adapter against an engine layout change
-        raise BayesLMMError("The REML engine's cross-product layout changed; the bootstrap adapter must be updated.")
     layout = VarLayout.from_design(state.design)
     func = func if func is not None else _default
     ss = np.random.SeedSequence(seed)
@@ -281,7 +277,7 @@ def bootstrap(
     if use_u:
         for b, m in zip(state.design.blocks, state.modes):
             mean = mean + np.einsum("ij,ij->i", b.Z, m[b.group_idx])
-    job0 = _Job(engine, state, layout, (), use_u, func, (), mean)
+    job0 = _Job(state, layout, (), use_u, func, (), mean)
     t0_raw = func(_replicate(job0, state.theta, state.beta, state.sigma, state.converged))
     if isinstance(t0_raw, pd.Series):
         columns = tuple(str(c) for c in t0_raw.index)
@@ -290,7 +286,7 @@ def bootstrap(
     else:
         columns = tuple(f"t{i + 1}" for i in range(np.asarray(t0_raw).size))
     t0 = pd.Series(_as_row(t0_raw, columns), index=list(columns))
-    _JOB = _Job(engine, state, layout, tuple(ss.spawn(int(nsim))), use_u, func, columns, mean)
+    _JOB = _Job(state, layout, tuple(ss.spawn(int(nsim))), use_u, func, columns, mean)
     n_cores = max(1, min(int(cores) if cores is not None else len(os.sched_getaffinity(0)), int(nsim)))
     if n_cores > 1 and "fork" not in multiprocessing.get_all_start_methods():
         n_cores = 1
@@ -319,4 +315,5 @@ def bootstrap(
             pool.terminate()
             pool.join()
         _JOB = None
+        restore_response(state)  # the in-process refits replaced the problem's response
     return BootstrapResult(t0, pd.DataFrame(values, columns=list(columns)), ok, dict(failures), int(ss.entropy), use_u)

@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import naming
+from ..design import Design
 from ..errors import BayesLMMError
-from ..tables import draws
+from ..paramdraws import check_level
+from ..priors import Priors
 
 __all__ = ["Linear", "parse_hypothesis", "hypothesis", "probability_of_direction"]
 
@@ -214,11 +215,10 @@ def _density_at(x: np.ndarray, point: float) -> float:
 class _Priors:
     """The prior of a linear combination of the fixed effects, from a fit's priors."""
 
-    def __init__(self, fit: Any, n_draws: int, seed: int | None) -> None:
-        design = fit.design
+    def __init__(self, design: Design, priors: Priors, n_draws: int, seed: int | None) -> None:
         self.names = list(design.fixed_names)
-        self.priors = [fit.priors.fixed(n) for n in self.names]
-        self.idx = design.intercept_index if fit.priors.intercept_centered else None
+        self.priors = [priors.fixed(n) for n in self.names]
+        self.idx = design.intercept_index if priors.intercept_centered else None
         others = [j for j in range(len(self.names)) if j != self.idx]
         self.xbar = dict(zip(others, np.asarray(design.X, dtype=float)[:, others].mean(axis=0))) if self.idx is not None else {}
         self.n_draws, self.seed = n_draws, seed
@@ -251,14 +251,26 @@ class _Priors:
 
 
 def hypothesis(
-    fit: Any, hypotheses: str | Sequence[str], level: float = 0.95, prior_draws: int = 20000, seed: int | None = None
+    design: Design,
+    beta: np.ndarray,
+    priors: Priors,
+    hypotheses: str | Sequence[str],
+    level: float = 0.95,
+    prior_draws: int = 20000,
+    seed: int | None = None,
 ) -> pd.DataFrame:
     """Posterior tests of hypotheses, brms's ``hypothesis(fit, ...)``, for the fixed effects of a Bayesian fit.
 
+    The entry point is :meth:`bayeslmm.results.BayesFit.hypothesis`.
+
     Parameters
     ----------
-    fit
-        A Bayesian (NUTS) fit.
+    design
+        The fit's design (the coefficient names and, for a centred intercept, the column means).
+    beta
+        Posterior draws of the fixed effects, ``(draws, p)`` in ``design.fixed_names`` order.
+    priors
+        The fit's priors (for the Savage-Dickey density ratio).
     hypotheses
         One hypothesis or several, e.g. ``"Days > 0"``, ``"Days = 0"``, ``"Days + Days:groupB = 0"``.
     level
@@ -272,20 +284,17 @@ def hypothesis(
         Columns ``Hypothesis``, ``Estimate``, ``Est.Error``, ``CI.Lower``, ``CI.Upper``,
         ``Evid.Ratio``, ``Post.Prob``, ``Star``.
     """
-    from .intervals import check_level
-
     level = check_level(level)
-    if not hasattr(fit, "idata"):
-        raise BayesLMMError(
-            "hypothesis() tests a posterior; this is a REML/ML fit. For it use confint(), the coefficient table "
-            "with ddf='Satterthwaite' or contest()."
-        )
-    names = list(fit.design.fixed_names)
+    names = list(design.fixed_names)
     if not names:
         raise BayesLMMError("The model has no fixed effects, so there is no coefficient to test.")
-    post = draws(fit.idata, naming.FIXED).reshape(-1, len(names))
+    if isinstance(prior_draws, bool) or not isinstance(prior_draws, (int, np.integer)) or prior_draws < 100:
+        raise BayesLMMError(f"prior_draws must be an integer of at least 100, got {prior_draws!r}.")
+    post = np.asarray(beta, dtype=float).reshape(-1, len(names))
     items = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
-    priors = _Priors(fit, prior_draws, seed)
+    if not items or not all(isinstance(t, str) for t in items):
+        raise BayesLMMError(f"hypotheses must be a string or a list of strings such as 'Days > 0', got {hypotheses!r}.")
+    prior = _Priors(design, priors, int(prior_draws), seed)
     alpha = 1.0 - level
     rows = []
     for text in items:
@@ -294,7 +303,7 @@ def hypothesis(
         x = post @ c + h.const
         if sign == "=":
             lo, hi = np.quantile(x, [alpha / 2, 1 - alpha / 2])
-            er = _density_at(x, 0.0) / priors.density_at_zero(h)
+            er = _density_at(x, 0.0) / prior.density_at_zero(h)
             prob = er / (1 + er) if np.isfinite(er) else np.nan
         else:
             yes = np.mean(x < 0) if sign == "<" else np.mean(x > 0)
@@ -311,13 +320,14 @@ def hypothesis(
     return out
 
 
-def probability_of_direction(fit: Any) -> pd.Series:
-    """Probability of direction of each fixed effect: max(P(β > 0 | y), P(β < 0 | y)) (bayestestR's ``pd``)."""
-    if not hasattr(fit, "idata"):
-        raise BayesLMMError("The probability of direction is a posterior quantity; this is a REML/ML fit.")
-    names = list(fit.design.fixed_names)
+def probability_of_direction(names: Sequence[str], beta: np.ndarray) -> pd.Series:
+    """Probability of direction of each fixed effect: max(P(β > 0 | y), P(β < 0 | y)) (bayestestR's ``pd``).
+
+    ``beta`` holds the posterior draws ``(draws, p)`` of the coefficients ``names``.
+    """
+    names = list(names)
     if not names:
         return pd.Series([], index=pd.Index([], name="term"), name="pd", dtype=float)
-    post = draws(fit.idata, naming.FIXED).reshape(-1, len(names))
+    post = np.asarray(beta, dtype=float).reshape(-1, len(names))
     pd_ = np.maximum((post > 0).mean(axis=0), (post < 0).mean(axis=0))
     return pd.Series(pd_, index=pd.Index(names, name="term"), name="pd")

@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["InferenceTable", "format_percent"]
+__all__ = ["InferenceTable", "format_percent", "format_pvalue", "significance_stars", "SIGNIF_LEGEND"]
+
+#: The legend R prints under a coefficient table with stars (``printCoefmat``).
+SIGNIF_LEGEND = "---\nSignif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
 
 
 def format_percent(probs: list[float]) -> list[str]:
@@ -23,6 +26,25 @@ def format_percent(probs: list[float]) -> list[str]:
         s = f"{float(f'{v:.3g}'):f}".rstrip("0").rstrip(".")
         decimals = max(decimals, len(s.split(".")[1]) if "." in s else 0)
     return [f"{v:.{decimals}f} %" for v in pct]
+
+
+def significance_stars(p: float) -> str:
+    """R's significance stars for a p-value: ``***`` below 0.001, ``**``, ``*``, ``.`` below 0.1, else blank."""
+    if not np.isfinite(p):
+        return ""
+    for cut, star in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p < cut:
+            return star
+    return ""
+
+
+def format_pvalue(p: float, digits: int = 3) -> str:
+    """A p-value as R's ``format.pval``: ``< 2e-16`` below machine precision, else ``digits`` significant digits."""
+    if not np.isfinite(p):
+        return ""
+    if p < 2.220446e-16:
+        return "< 2e-16"
+    return f"{p:.{digits}g}" if p >= 1e-4 else f"{p:.{digits - 1}e}"
 
 
 def _cell(v: Any) -> str:

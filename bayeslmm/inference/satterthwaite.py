@@ -23,12 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConvergenceWarning
-from .engine import Engine, FitState, single_threaded_blas
+from .engine import FitState, single_threaded_blas
 from .numderiv import hessian, jacobian
 
 __all__ = ["VarparCovariance", "varpar_covariance", "satterthwaite_df", "satterthwaite_ftest"]
 
-_LOG2PI = float(np.log(2.0 * np.pi))
 _EIG_TOL = 1e-8
 
 
@@ -68,20 +67,17 @@ def varpar_covariance(state: FitState) -> VarparCovariance:
     ConvergenceWarning
         When the Hessian has negative or near-zero eigenvalues, as lmerTest does.
     """
-    engine = Engine(state.design)
-    n, p, reml = engine.n, engine.p, state.reml
+    p = state.beta.size
 
     def deviance(vp: np.ndarray) -> float:
-        theta, s2 = vp[:-1], vp[-1] ** 2
-        gram = engine.gram(theta)
-        dev = gram.logdet_L + gram.r2 / s2 + n * (_LOG2PI + np.log(s2))
-        if reml:
-            dev += gram.logdet_A - p * (_LOG2PI + np.log(s2))
-        return float(dev)
+        # the criterion at (θ, σ) of the fit's method (REML or ML); σ enters squared
+        return state.deviance_sigma(vp[:-1], abs(vp[-1]))
 
     def covbeta(vp: np.ndarray) -> np.ndarray:
-        gram = engine.gram(vp[:-1])
-        return (vp[-1] ** 2 * np.linalg.inv(gram.A)).ravel()
+        pls = state.at(vp[:-1])
+        if pls is None:
+            raise np.linalg.LinAlgError("theta could not be factored")
+        return (vp[-1] ** 2 * pls.rx_inverse).ravel()
 
     varpar = np.concatenate([state.theta, [state.sigma]])
     with single_threaded_blas():
