@@ -1,9 +1,11 @@
-"""Time the parametric bootstrap (``bayeslmm.inference.bootstrap``) against lme4's recorded ``bootMer`` times.
+"""Time the parametric bootstrap (``REMLFit.bootstrap``) against lme4's recorded ``bootMer`` times.
 
 Run as ``python benchmarks/bench_bootstrap.py`` (``--cases sleep_slopes``,
 ``--nsim 1000``, ``--cores N``, ``--json PATH``). For each case the REML fit
 and a 5-replicate warm-up are untimed; the timed run is
-``bootstrap(fit, nsim=nsim, seed=20261128, progressbar=False, cores=cores)``.
+``fit.bootstrap(nsim=nsim, seed=20261128, progressbar=False, cores=cores)``; each
+replicate is a refit through the fit's ``REMLProblem`` (only the response
+cross-products change), started from the original θ̂.
 The lme4 column is ``boot_seconds`` of tests/data/reference/lme4_inference.json:
 ``confint(fm, method="boot", nsim=1000)`` with lme4 1.1-31 on a 2-core machine
 (R cannot run here, so lme4 is not re-timed in the same run). Run it on an
@@ -24,9 +26,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bayeslmm.api import design_for  # noqa: E402
-from bayeslmm.inference import bootstrap  # noqa: E402
-from bayeslmm.reml_fit import fit_frequentist  # noqa: E402
+import bayeslmm  # noqa: E402
 
 DATA = REPO / "tests" / "data"
 INFERENCE = json.loads((DATA / "reference" / "lme4_inference.json").read_text())["cases"]
@@ -44,10 +44,10 @@ def _data(name: str) -> pd.DataFrame:
 def run(name: str, nsim: int, cores: int | None) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = fit_frequentist(design_for(INFERENCE[name]["formula"], _data(name)), "REML")
-    bootstrap(fit, nsim=5, seed=1, progressbar=False, cores=cores)
+        fit = bayeslmm.lmer(INFERENCE[name]["formula"], _data(name), method="REML")
+    fit.bootstrap(nsim=5, seed=1, progressbar=False, cores=cores)
     t0 = time.perf_counter()
-    res = bootstrap(fit, nsim=nsim, seed=20261128, progressbar=False, cores=cores)
+    res = fit.bootstrap(nsim=nsim, seed=20261128, progressbar=False, cores=cores)
     seconds = time.perf_counter() - t0
     lme4 = float(INFERENCE[name]["boot_seconds"]) * nsim / 1000
     return {"case": name, "nsim": nsim, "seconds": seconds, "lme4_seconds": lme4, "lme4/ours": lme4 / seconds,

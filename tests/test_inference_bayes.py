@@ -9,19 +9,17 @@ the draws' effective sample size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import arviz as az
 import numpy as np
 import pytest
 from scipy import stats
 
+import bayeslmm
 from bayeslmm import naming
 from bayeslmm.errors import BayesLMMError
-from bayeslmm.inference import hypothesis, probability_of_direction
 from bayeslmm.inference.posterior_tests import Linear, _Priors
 from bayeslmm.priors import Prior, PriorEntry, Priors
-from bayeslmm.tables import draws
+from conftest import draws
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +33,7 @@ def _ess(x: np.ndarray) -> float:
 
 def test_one_sided_hypotheses_are_shares_of_the_draws(sleep_fit, beta) -> None:
     days = beta[..., 1].ravel()
-    res = hypothesis(sleep_fit, ["Days > 0", "Days < 10"], level=0.9)
+    res = sleep_fit.hypothesis(["Days > 0", "Days < 10"], level=0.9)
     up, down = res.iloc[0], res.iloc[1]
     assert up["Hypothesis"] == "(Days) > 0" and down["Hypothesis"] == "(Days)-(10) < 0"
     assert up["Estimate"] == pytest.approx(days.mean()) and up["Est.Error"] == pytest.approx(days.std(ddof=1))
@@ -47,7 +45,7 @@ def test_one_sided_hypotheses_are_shares_of_the_draws(sleep_fit, beta) -> None:
 
 
 def test_linear_combinations(sleep_fit, beta) -> None:
-    res = hypothesis(sleep_fit, "Intercept + 5 * Days = 300").iloc[0]
+    res = sleep_fit.hypothesis("Intercept + 5 * Days = 300").iloc[0]
     combo = (beta[..., 0] + 5 * beta[..., 1] - 300).ravel()
     assert res["Estimate"] == pytest.approx(combo.mean())
     assert [res["CI.Lower"], res["CI.Upper"]] == pytest.approx(np.quantile(combo, [0.025, 0.975]).tolist())
@@ -62,7 +60,7 @@ def test_savage_dickey_ratio_against_an_independent_density_estimate(sleep_fit, 
     against the posterior sd, so its smoothing bias is below 1%); the prior
     density is the default Normal(0, 2.5 sd(y)/sd(Days)) prior's, exactly.
     """
-    res = hypothesis(sleep_fit, "Days = 10").iloc[0]
+    res = sleep_fit.hypothesis("Days = 10").iloc[0]
     days = beta[..., 1]
     prior = sleep_fit.priors.fixed("Days")
     prior_density = stats.norm.pdf(10, prior.kwargs["mu"], prior.kwargs["sigma"])
@@ -77,7 +75,7 @@ def test_savage_dickey_ratio_against_an_independent_density_estimate(sleep_fit, 
 
 def test_prior_of_a_combination_is_exact_for_normal_priors(sleep_fit) -> None:
     """The (Intercept) prior is on the intercept at mean(Days): (Intercept) = α - mean(Days)·Days."""
-    pri = _Priors(sleep_fit, 1000, 0)
+    pri = _Priors(sleep_fit.design, sleep_fit.priors, 1000, 0)
     a, d = sleep_fit.priors.fixed("(Intercept)").kwargs, sleep_fit.priors.fixed("Days").kwargs
     xbar = sleep_fit.design.X[:, 1].mean()
     h = Linear({"(Intercept)": 1.0, "Days": 2.0}, -250.0)  # (Intercept) + 2 Days - 250
@@ -86,21 +84,15 @@ def test_prior_of_a_combination_is_exact_for_normal_priors(sleep_fit) -> None:
     assert pri.density_at_zero(h) == pytest.approx(stats.norm.pdf(0, mean, sd), rel=1e-12)
 
 
-@dataclass
-class _FakeFit:
-    design: object
-    priors: Priors
-
-
 def test_prior_density_from_draws_for_other_priors(sleep_fit) -> None:
     """A StudentT prior has no closed-form combination here: its density comes from prior draws (KDE)."""
     entries = tuple(
         PriorEntry("fixed", None, "Days", Prior("StudentT", nu=3.0, mu=1.0, sigma=2.0)) if e.term == "Days" else e
         for e in sleep_fit.priors.entries
     )
-    fake = _FakeFit(sleep_fit.design, Priors(entries, sleep_fit.priors.intercept_centered))
+    other = Priors(entries, sleep_fit.priors.intercept_centered)
     n = 20000
-    got = _Priors(fake, n, 3).density_at_zero(Linear({"Days": 1.0}, -0.5))  # density of Days at 0.5
+    got = _Priors(sleep_fit.design, other, n, 3).density_at_zero(Linear({"Days": 1.0}, -0.5))  # density of Days at 0.5
     want = stats.t.pdf(0.5, 3, loc=1.0, scale=2.0)
     # kernel estimate: sd = sqrt(R(K) f / (n h)), R(K) = 1/(2 sqrt(pi)); bias ~ h^2 f''/2, bounded by 3% here
     h = 0.9 * min(stats.t.std(3, scale=2.0), stats.t.ppf(0.75, 3, scale=2.0) * 2 / 1.34) * n**-0.2
@@ -109,24 +101,30 @@ def test_prior_density_from_draws_for_other_priors(sleep_fit) -> None:
 
 
 def test_probability_of_direction(sleep_fit, beta) -> None:
-    pd_ = probability_of_direction(sleep_fit)
+    pd_ = sleep_fit.summary(pd=True).fixed["pd"]
     flat = beta.reshape(-1, beta.shape[-1])
     want = np.maximum((flat > 0).mean(axis=0), (flat < 0).mean(axis=0))
     np.testing.assert_allclose(pd_.to_numpy(), want)
-    assert pd_["Days"] == pytest.approx(hypothesis(sleep_fit, "Days > 0")["Post.Prob"].iloc[0])
+    assert pd_["Days"] == pytest.approx(sleep_fit.hypothesis("Days > 0")["Post.Prob"].iloc[0])
 
 
 def test_bad_hypotheses_and_fits(sleep_fit) -> None:
     with pytest.raises(BayesLMMError, match="'Dayz'"):
-        hypothesis(sleep_fit, "Dayz > 0")
+        sleep_fit.hypothesis("Dayz > 0")
     with pytest.raises(BayesLMMError, match="comparison"):
-        hypothesis(sleep_fit, "Days")
+        sleep_fit.hypothesis("Days")
     with pytest.raises(BayesLMMError, match="linear"):
-        hypothesis(sleep_fit, "Days * Intercept > 0")
+        sleep_fit.hypothesis("Days * Intercept > 0")
     with pytest.raises(BayesLMMError, match="level"):
-        hypothesis(sleep_fit, "Days > 0", level=95)
-    reml = sleep_fit.reml()
-    with pytest.raises(BayesLMMError, match="REML"):
-        hypothesis(reml, "Days > 0")
-    with pytest.raises(BayesLMMError, match="REML"):
-        probability_of_direction(reml)
+        sleep_fit.hypothesis("Days > 0", level=95)
+    with pytest.raises(BayesLMMError, match="prior_draws"):
+        sleep_fit.hypothesis("Days = 0", prior_draws=0)
+    with pytest.raises(BayesLMMError, match="compare_models"):
+        bayeslmm.anova(sleep_fit, sleep_fit.reml())  # a Bayesian fit has no likelihood-ratio test
+
+
+def test_summary_prints_the_probability_of_direction(sleep_fit) -> None:
+    text = str(sleep_fit.summary(pd=True))
+    assert "pd" in text.split("Fixed effects:")[1].splitlines()[1]  # the header row of the table
+    assert "probability of direction" in text
+    assert "pd" not in sleep_fit.summary().fixed.columns

@@ -126,6 +126,8 @@ class _Profiler:
     # -- deviance functions ---------------------------------------------------
     def dev_sdcor(self, pars: np.ndarray) -> float:
         """ML deviance at sds/correlations and σ (β profiled out), lme4's ``devfun2``."""
+        if not pars[-1] > 0:
+            return HUGE
         try:
             theta = self.layout.to_theta(pars)
         except (np.linalg.LinAlgError, ValueError):
