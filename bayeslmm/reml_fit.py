@@ -224,7 +224,7 @@ class REMLFit(MixedFit):
         note = inference.ddf_note(ddf)
         header = (f"{note} (lmerTest)",) if note else ()
         footer = ()
-        if "Pr(>|t|)" in fx.columns:
+        if "Pr(>|t|)" in fx.columns and len(fx):
             fx[""] = [inference.significance_stars(v) for v in fx["Pr(>|t|)"]]
             footer = (inference.SIGNIF_LEGEND,)
         return self._build_summary(level, fx, header=header, footer=footer)

@@ -196,6 +196,15 @@ def test_type3_f_tests(fits, name: str) -> None:
             assert tab.loc[r["term"], col] == pytest.approx(r[col], rel=1e-4), (name, r["term"], col)
 
 
+def test_f_tests_of_a_fit_loaded_from_a_file(fits, tmp_path) -> None:
+    """A saved fit has no formulae encoders; its terms come from the design's recipe, with the same tests."""
+    back = bayeslmm.load(fits["cake"].save(tmp_path / "cake.nc"))
+    tab = back.anova().table
+    for r in REF["cases"]["cake"]["anova_type3_satterthwaite"]:  # anova(fm, type=3)
+        for col in ("Sum Sq", "NumDF", "DenDF", "F value", "Pr(>F)"):
+            assert tab.loc[r["term"], col] == pytest.approx(r[col], rel=1e-4)
+
+
 def test_type3_f_tests_do_not_depend_on_the_coding() -> None:
     """Sum-to-zero coding S(recipe) gives lmerTest's treatment-coded type-III table (the contrasts are mapped)."""
     fit = _fit("angle ~ S(recipe) * temperature + (1 | recipe:replicate)", _data("cake"))

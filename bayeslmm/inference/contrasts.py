@@ -24,6 +24,7 @@ import numpy as np
 
 from ..design import Design
 from ..errors import BayesLMMError
+from ..recipe import TermSpec, evaluate_component
 
 __all__ = ["FixedTerm", "fixed_terms", "type3_contrasts"]
 
@@ -82,11 +83,50 @@ def _components(term) -> list[_Component]:
     return out
 
 
+def _recipe_components(term: TermSpec, data: dict[str, np.ndarray], n: int) -> list[_Component]:
+    """The components of one term, evaluated on the fitted rows from the design's recipe."""
+    out = []
+    for comp in term.components:
+        value = evaluate_component(comp, data, n)
+        if comp.categorical:
+            C = np.asarray(comp.contrast, dtype=float).reshape(len(comp.levels), comp.ncol)
+            idx = np.argmin(((value[:, None, :] - C[None, :, :]) ** 2).sum(axis=2), axis=1)
+            n_levels = C.shape[0]
+            kept = tuple(range(1, n_levels)) if C.shape[1] == n_levels - 1 else tuple(range(n_levels))
+            out.append(_Component(comp.name, False, idx, n_levels, kept, C))
+        else:
+            out.append(_Component(comp.name, True, value, 0, (), None))
+    return out
+
+
+def _recipe_term_blocks(design: Design) -> list[tuple[str, list[_Component], np.ndarray, np.ndarray]]:
+    """:func:`_term_blocks` from the design's recipe (a fit loaded from a file has no formulae encoders)."""
+    rec = design.recipe
+    n = design.nobs
+    data = {str(c): design.frame[c].to_numpy() for c in design.frame.columns}
+    position = {int(c): i for i, c in enumerate(rec.kept)}
+    out, start = [], 0
+    for term in rec.fixed:
+        width = int(np.prod([c.ncol for c in term.components])) if term.components else 1
+        full = np.arange(start, start + width)
+        start += width
+        if not term.components:
+            continue
+        name = ":".join(c.name for c in term.components)
+        out.append((name, _recipe_components(term, data, n), full, np.array([position.get(int(c), -1) for c in full])))
+    return out
+
+
 def _term_blocks(design: Design) -> list[tuple[str, list[_Component], np.ndarray, np.ndarray]]:
     """Per non-intercept term: name, components, its columns in the full matrix, and their positions in X (-1: dropped)."""
     enc = design.encoders
     if enc is None or enc.fixed is None:
-        raise BayesLMMError("This design carries no fixed-effect encoders; build it with build_design to test its terms.")
+        if design.recipe is not None:
+            return _recipe_term_blocks(design)
+        raise BayesLMMError(
+            "This design carries neither formulae's encoders nor a recipe, so its fixed-effect terms cannot be "
+            "tested; refit the model with bayeslmm.lmer(formula, data, method='REML')."
+        )
     position = {int(c): i for i, c in enumerate(np.asarray(enc.kept_columns))}
     out = []
     for name, term in enc.fixed.terms.items():

@@ -80,6 +80,8 @@ def coef_table(fit: Any, ddf: str = "Satterthwaite") -> pd.DataFrame:
     if ddf == "lme4":
         se = np.sqrt(np.diag(state.vcov_beta))
         return pd.DataFrame({"Estimate": beta, "Std. Error": se, "t value": beta / se}, index=names)
+    if p == 0:  # no fixed effects: nothing to test
+        return pd.DataFrame({c: np.zeros(0) for c in ("Estimate", "Std. Error", "df", "t value", "Pr(>|t|)")}, index=names)
     se, df = np.empty(p), np.empty(p)
     if ddf == "Satterthwaite":
         vc = varpar_covariance(state)
