@@ -62,7 +62,7 @@ def coef_table(fit: Any, ddf: str = "Satterthwaite") -> pd.DataFrame:
     Parameters
     ----------
     fit
-        A REML or ML fit.
+        A REML or ML fit's state, ``fit.inference_state`` (the entry point is the fit's method).
     ddf
         ``"Satterthwaite"`` (lmerTest's default), ``"Kenward-Roger"`` (REML fits only) or ``"lme4"``.
 
@@ -157,7 +157,7 @@ def anova_table(fit: Any, type: Any = 3, ddf: str = "Satterthwaite") -> Inferenc
     Parameters
     ----------
     fit
-        A REML or ML fit.
+        A REML or ML fit's state, ``fit.inference_state`` (the entry point is the fit's method).
     type
         3 (type III, the default), 2 or 1 (sequential).
     ddf
@@ -196,7 +196,7 @@ def contest(fit: Any, L: Any, ddf: str = "Satterthwaite", joint: bool = True) ->
     Parameters
     ----------
     fit
-        A REML or ML fit.
+        A REML or ML fit's state, ``fit.inference_state`` (the entry point is the fit's method).
     L
         A vector (one contrast) or a matrix with one row per contrast, as many columns as fixed effects.
     ddf

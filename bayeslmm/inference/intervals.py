@@ -75,7 +75,7 @@ def confint(
     Parameters
     ----------
     fit
-        A REML or ML fit.
+        A REML or ML fit's state, ``fit.inference_state`` (the entry point is the fit's method).
     parm
         Parameter names (see :func:`parameter_names`), ``"beta_"`` or ``"theta_"``; ``None``: all.
     level

@@ -287,7 +287,7 @@ def profile(
     Parameters
     ----------
     fit
-        A REML or ML fit.
+        A REML or ML fit's state, ``fit.inference_state`` (the entry point is the fit's method).
     which
         Names of the parameters to profile (as :func:`confint` names them);
         ``None`` profiles all.

@@ -122,7 +122,8 @@ def anova(*fits: Any, refit: bool = True, names: Sequence[str] | None = None) ->
     Parameters
     ----------
     *fits
-        Two or more REML or ML fits of the same data (same rows, same response).
+        The states (``fit.inference_state``) of two or more REML or ML fits of the same rows and response;
+        the entry point is :func:`bayeslmm.anova`.
     refit
         Refit REML fits by ML first (lme4's default). With ``False`` the REML
         likelihoods are compared, which is valid only for models with the same fixed effects.
@@ -199,7 +200,7 @@ def ranova(fit: Any, reduce_terms: bool = True) -> InferenceTable:
     Parameters
     ----------
     fit
-        A REML or ML fit; the tests use its own criterion (REML likelihood for a REML fit).
+        A REML or ML fit's state (``fit.inference_state``); the tests use its own criterion (REML likelihood for a REML fit).
     reduce_terms
         True (lmerTest's default): ``(x | g)`` is reduced to ``(1 | g)``; False: each term is removed.
 

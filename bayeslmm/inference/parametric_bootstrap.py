@@ -243,7 +243,7 @@ def bootstrap(
     Parameters
     ----------
     fit
-        A REML or ML fit.
+        A REML or ML fit's state, ``fit.inference_state`` (the entry point is the fit's method).
     func
         Statistic of one refit: a function of a :class:`BootReplicate` returning a
         pandas Series, a mapping or an array. Default: the sds and correlations,
