@@ -118,6 +118,11 @@ def test_bayes_fit_reml_and_compare(sleep_fit):
     assert none.loc[list(rows), ("REML", "l-95% CI")].isna().all()  # lme4 has no Wald interval for an sd
     with pytest.raises(bayeslmm.BayesLMMError, match="reml_interval"):
         compare(sleep_fit, reml, reml_interval="bayes")
+    boot = compare(sleep_fit, reml, reml_interval="boot", nsim=20, seed=1).table  # confint(fm, method = "boot")
+    assert (boot.loc[list(rows), ("REML", "interval")] == "boot").all()
+    want = reml.confint(parm="theta_", method="boot", nsim=20, seed=1, progressbar=False)
+    np.testing.assert_allclose(boot.loc["sigma", [("REML", "l-95% CI"), ("REML", "u-95% CI")]].to_numpy(dtype=float),
+                               want.loc["sigma"].to_numpy())  # the same replicates for the same seed
     fx = t[t["kind"] == "fixed"]
     gap = ((fx[("NUTS", "Estimate")] - fx[("REML", "Estimate")]).abs() / fx[("NUTS", "Est.Error")])
     assert (gap < 0.5).all()
