@@ -387,3 +387,11 @@ def test_varcorr_intervals_follow_vcorrs_layout(slopes) -> None:
     key = lambda df: sorted(zip(df["grp"], df["var1"].fillna(""), df["var2"].fillna("")))  # noqa: E731
     assert key(iv) == key(vc)
     np.testing.assert_allclose(iv[["2.5 %", "97.5 %"]].to_numpy(), ci.to_numpy())
+
+
+def test_default_statistic_is_the_replicates_own(slopes) -> None:
+    """The default statistic (computed without building a BootReplicate) equals BootReplicate.default_statistic."""
+    fast = slopes.bootstrap(nsim=4, seed=9, progressbar=False, cores=1)
+    slow = slopes.bootstrap(func=lambda rep: rep.default_statistic(), nsim=4, seed=9, progressbar=False, cores=1)
+    pd.testing.assert_frame_equal(fast.replicates, slow.replicates)
+    pd.testing.assert_series_equal(fast.t0, slow.t0)

@@ -209,8 +209,11 @@ def _run(indices: list[int]) -> tuple[list[int], np.ndarray, np.ndarray, list[st
             rng = np.random.default_rng(job.seeds[i])
             try:
                 refit = refit_response(job.state, _simulate(job, rng))
-                rep = _replicate(job, refit.theta, refit.beta, refit.sigma, refit.converged)
-                out[r] = _as_row(job.func(rep), job.columns)
+                if job.func is _default:  # the default statistic, in its column order, without building Series
+                    out[r] = np.concatenate([job.layout.to_sdcor(refit.theta, refit.sigma), refit.beta])
+                else:
+                    rep = _replicate(job, refit.theta, refit.beta, refit.sigma, refit.converged)
+                    out[r] = _as_row(job.func(rep), job.columns)
                 ok[r] = refit.converged
                 if not refit.converged:
                     messages.append(refit.message)
