@@ -197,7 +197,9 @@ class REMLFit(MixedFit):
         pandas.DataFrame
             ``Estimate``, ``Std. Error``, the Wald interval, then ``df``,
             ``t value`` and ``Pr(>|t|)`` (``coef(summary(fm, ddf = ...))``); for
-            ``ddf="lme4"`` only ``t value`` after the interval.
+            ``ddf="lme4"`` only ``t value`` after the interval. The interval
+            is always ``confint(fm, method = "Wald")`` (from ``vcov(fm)``), also
+            where Kenward-Roger adjusts the standard error of the t test.
 
         Raises
         ------
