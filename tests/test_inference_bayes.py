@@ -17,7 +17,7 @@ from scipy import stats
 import bayeslmm
 from bayeslmm import naming
 from bayeslmm.errors import BayesLMMError
-from bayeslmm.inference.posterior_tests import Linear, _Priors
+from bayeslmm.inference.posterior_tests import Linear, PriorOfCombination
 from bayeslmm.priors import Prior, PriorEntry, Priors
 from conftest import draws
 
@@ -75,7 +75,7 @@ def test_savage_dickey_ratio_against_an_independent_density_estimate(sleep_fit, 
 
 def test_prior_of_a_combination_is_exact_for_normal_priors(sleep_fit) -> None:
     """The (Intercept) prior is on the intercept at mean(Days): (Intercept) = α - mean(Days)·Days."""
-    pri = _Priors(sleep_fit.design, sleep_fit.priors, 1000, 0)
+    pri = PriorOfCombination(sleep_fit.design, sleep_fit.priors, 1000, 0)
     a, d = sleep_fit.priors.fixed("(Intercept)").kwargs, sleep_fit.priors.fixed("Days").kwargs
     xbar = sleep_fit.design.X[:, 1].mean()
     h = Linear({"(Intercept)": 1.0, "Days": 2.0}, -250.0)  # (Intercept) + 2 Days - 250
@@ -92,7 +92,7 @@ def test_prior_density_from_draws_for_other_priors(sleep_fit) -> None:
     )
     other = Priors(entries, sleep_fit.priors.intercept_centered)
     n = 20000
-    got = _Priors(sleep_fit.design, other, n, 3).density_at_zero(Linear({"Days": 1.0}, -0.5))  # density of Days at 0.5
+    got = PriorOfCombination(sleep_fit.design, other, n, 3).density_at_zero(Linear({"Days": 1.0}, -0.5))  # density of Days at 0.5
     want = stats.t.pdf(0.5, 3, loc=1.0, scale=2.0)
     # kernel estimate: sd = sqrt(R(K) f / (n h)), R(K) = 1/(2 sqrt(pi)); bias ~ h^2 f''/2, bounded by 3% here
     h = 0.9 * min(stats.t.std(3, scale=2.0), stats.t.ppf(0.75, 3, scale=2.0) * 2 / 1.34) * n**-0.2

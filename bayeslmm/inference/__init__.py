@@ -24,7 +24,7 @@ from .fixed_tests import DDF_METHODS, anova_table, coef_table, contest, ddf_note
 from .posterior_tests import hypothesis, probability_of_direction
 from .lrt import anova, ranova
 from .likelihood_profile import Profile, profile
-from .report import SIGNIF_LEGEND, InferenceTable, format_pvalue, significance_stars
+from .report import SIGNIF_LEGEND, InferenceTable, significance_stars
 
 __all__ = [
     "confint",
@@ -32,7 +32,6 @@ __all__ = [
     "normalize_ddf",
     "ddf_note",
     "DDF_METHODS",
-    "format_pvalue",
     "significance_stars",
     "SIGNIF_LEGEND",
     "profile",

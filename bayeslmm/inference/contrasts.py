@@ -26,7 +26,7 @@ from ..design import Design
 from ..errors import BayesLMMError
 from ..recipe import TermSpec, evaluate_component
 
-__all__ = ["FixedTerm", "fixed_terms", "type3_contrasts"]
+__all__ = ["FixedTerm", "fixed_terms", "type3_contrasts", "term_contains", "doolittle_rows"]
 
 
 @dataclass(frozen=True)
@@ -177,13 +177,13 @@ def _columns(comps: list[_Component], full: bool) -> tuple[list[tuple], list[np.
     return keys, cols
 
 
-def _contains(inner: FixedTerm, outer: FixedTerm) -> bool:
+def term_contains(inner: FixedTerm, outer: FixedTerm) -> bool:
     """SAS containment: ``outer`` has all of ``inner``'s variables and more, and the same numeric ones."""
     vi, vo = set(inner.variables), set(outer.variables)
     return vi <= vo and len(vo - vi) > 0 and inner.numeric == outer.numeric
 
 
-def _doolittle_rows(X: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def doolittle_rows(X: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """t(L) of lmerTest's ``doolittle(X'X)``: the type I contrasts, one row per column of X."""
     A = X.T @ X
     n = A.shape[0]
@@ -212,7 +212,7 @@ def type3_contrasts(design: Design) -> dict[str, np.ndarray]:
     if not terms:
         raise BayesLMMError("The model has no fixed-effect term besides the intercept; there is nothing to test.")
     if p <= 1 or len(terms) <= 1:
-        rows = _doolittle_rows(X) if p > 1 else np.ones((1, 1))
+        rows = doolittle_rows(X) if p > 1 else np.ones((1, 1))
         return {t.name: rows[list(t.columns)] for t in terms}
     # Treatment-coded X (in X's column order) and the complete over-parameterised R, keyed by (term, levels).
     n = X.shape[0]
@@ -247,7 +247,7 @@ def type3_contrasts(design: Design) -> dict[str, np.ndarray]:
     L = _zapsmall((Xt_pinv @ R).T)
     col_of = {t.name: list(t.columns) for t in terms}
     for t in sorted(terms, key=lambda t: -t.order):
-        outer = [u for u in terms if _contains(t, u)]
+        outer = [u for u in terms if term_contains(t, u)]
         if not outer:
             continue
         xc = L[:, [c for u in outer for c in col_of[u.name]]]

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import BayesLMMError
-from .contrasts import _contains, _doolittle_rows, fixed_terms, type3_contrasts
+from .contrasts import term_contains, doolittle_rows, fixed_terms, type3_contrasts
 from .engine import FitState, fit_state
 from .kenward_roger import kr_adjust, kr_ddf, kr_ftest
 from .report import InferenceTable
@@ -106,14 +106,14 @@ def _type2_contrasts(design) -> dict[str, np.ndarray]:
     terms = fixed_terms(design)
     out = {}
     for t in terms:
-        outer = [u for u in terms if _contains(t, u)]
+        outer = [u for u in terms if term_contains(t, u)]
         if not outer:
             out[t.name] = np.eye(X.shape[1])[list(t.columns)]
             continue
         cols = list(t.columns) + [c for u in outer for c in u.columns]
         rest = [c for c in range(X.shape[1]) if c not in cols]
         order = rest + cols
-        rows = _doolittle_rows(X[:, order])
+        rows = doolittle_rows(X[:, order])
         sel = [order.index(c) for c in t.columns]
         back = np.argsort(order)
         out[t.name] = rows[sel][:, back]
@@ -122,7 +122,7 @@ def _type2_contrasts(design) -> dict[str, np.ndarray]:
 
 def _type1_contrasts(design) -> dict[str, np.ndarray]:
     X = np.asarray(design.X, dtype=float)
-    rows = _doolittle_rows(X) if X.shape[1] > 1 else np.ones((1, 1))
+    rows = doolittle_rows(X) if X.shape[1] > 1 else np.ones((1, 1))
     return {t.name: rows[list(t.columns)] for t in fixed_terms(design)}
 
 

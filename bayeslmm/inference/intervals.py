@@ -21,7 +21,7 @@ from scipy.stats import norm
 
 from ..errors import BayesLMMError
 from ..paramdraws import check_level
-from .parametric_bootstrap import _norm_inter, bootstrap
+from .parametric_bootstrap import norm_inter, bootstrap
 from .engine import fit_state
 from .params import VarLayout
 from .likelihood_profile import profile_confint
@@ -126,9 +126,9 @@ def _boot_interval(t: np.ndarray, t0: float, level: float, boot_type: str) -> np
     a = (1.0 - level) / 2.0
     alpha = np.array([a, 1.0 - a])
     if boot_type == "perc":
-        return _norm_inter(t, alpha)
+        return norm_inter(t, alpha)
     if boot_type == "basic":
-        q = _norm_inter(t, alpha[::-1])
+        q = norm_inter(t, alpha[::-1])
         return 2 * t0 - q
     finite = t[np.isfinite(t)]
     bias = finite.mean() - t0

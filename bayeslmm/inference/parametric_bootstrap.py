@@ -28,7 +28,7 @@ from .engine import FitState, fit_state, refit_response, restore_response, singl
 from .params import VarLayout, tril_positions
 from .report import format_percent
 
-__all__ = ["BootReplicate", "BootstrapResult", "bootstrap", "percentile_interval"]
+__all__ = ["BootReplicate", "BootstrapResult", "bootstrap", "percentile_interval", "norm_inter"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class BootstrapResult:
         return self.summary()
 
 
-def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``boot:::norm.inter``: quantiles interpolated between order statistics on the normal scale."""
     t = np.sort(t[np.isfinite(t)])
     R = t.size
@@ -145,7 +145,7 @@ def percentile_interval(replicates: pd.DataFrame, level: float = 0.95) -> pd.Dat
     """Percentile bootstrap intervals of each column, labelled by ``level`` (``2.5 %``, ``97.5 %``)."""
     a = (1.0 - level) / 2.0
     alpha = np.array([a, 1.0 - a])
-    rows = [_norm_inter(replicates[c].to_numpy(dtype=float), alpha) for c in replicates.columns]
+    rows = [norm_inter(replicates[c].to_numpy(dtype=float), alpha) for c in replicates.columns]
     return pd.DataFrame(rows, index=replicates.columns, columns=format_percent([a, 1.0 - a]))
 
 

@@ -36,7 +36,7 @@ from ..errors import BayesLMMError
 from ..paramdraws import check_level
 from ..priors import Priors
 
-__all__ = ["Linear", "parse_hypothesis", "hypothesis", "probability_of_direction"]
+__all__ = ["Linear", "PriorOfCombination", "parse_hypothesis", "hypothesis", "probability_of_direction"]
 
 _NUMBER = re.compile(r"\d+(\.\d*)?([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?")
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.]")
@@ -212,7 +212,7 @@ def _density_at(x: np.ndarray, point: float) -> float:
     return float(np.mean(stats.norm.pdf((point - x) / bw)) / bw)
 
 
-class _Priors:
+class PriorOfCombination:
     """The prior of a linear combination of the fixed effects, from a fit's priors."""
 
     def __init__(self, design: Design, priors: Priors, n_draws: int, seed: int | None) -> None:
@@ -234,6 +234,7 @@ class _Priors:
         return w
 
     def density_at_zero(self, h: Linear) -> float:
+        """The prior density of h at 0: exact when every prior involved is Normal, else a kernel estimate from prior draws."""
         w = self.weights(h)
         used = [j for j in range(w.size) if w[j] != 0]
         if all(self.priors[j].dist == "Normal" for j in used):
@@ -294,7 +295,7 @@ def hypothesis(
     items = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
     if not items or not all(isinstance(t, str) for t in items):
         raise BayesLMMError(f"hypotheses must be a string or a list of strings such as 'Days > 0', got {hypotheses!r}.")
-    prior = _Priors(design, priors, int(prior_draws), seed)
+    prior = PriorOfCombination(design, priors, int(prior_draws), seed)
     alpha = 1.0 - level
     rows = []
     for text in items:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["InferenceTable", "format_percent", "format_pvalue", "significance_stars", "SIGNIF_LEGEND"]
+__all__ = ["InferenceTable", "format_percent", "significance_stars", "SIGNIF_LEGEND"]
 
 #: The legend R prints under a coefficient table with stars (``printCoefmat``).
 SIGNIF_LEGEND = "---\nSignif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
@@ -36,15 +36,6 @@ def significance_stars(p: float) -> str:
         if p < cut:
             return star
     return ""
-
-
-def format_pvalue(p: float, digits: int = 3) -> str:
-    """A p-value as R's ``format.pval``: ``< 2e-16`` below machine precision, else ``digits`` significant digits."""
-    if not np.isfinite(p):
-        return ""
-    if p < 2.220446e-16:
-        return "< 2e-16"
-    return f"{p:.{digits}g}" if p >= 1e-4 else f"{p:.{digits - 1}e}"
 
 
 def _cell(v: Any) -> str:
