@@ -37,6 +37,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "simulate": ("simulate", "simulate"),
     "compare_models": ("fitstats", "compare_models"),
     "compare": ("compare", "compare"),
+    "anova": ("reml_fit", "anova"),
     "Prior": ("priors", "Prior"),
     "datasets": ("datasets", None),
 }
@@ -47,6 +48,7 @@ __all__ = [
     "simulate",
     "compare_models",
     "compare",
+    "anova",
     "datasets",
     "Prior",
     "BayesLMMError",

@@ -15,8 +15,12 @@ import pandas as pd
 from .errors import BayesLMMError
 from .fitbase import MixedFit
 from .paramdraws import interval_names
+from .reml_fit import REMLFit
 
-__all__ = ["compare", "Comparison", "parameter_label"]
+__all__ = ["compare", "Comparison", "parameter_label", "REML_INTERVALS"]
+
+#: What ``compare(reml_interval=...)`` accepts: the ``confint`` method for a REML/ML fit's variance components.
+REML_INTERVALS = ("profile", "Wald", "boot", None)
 
 
 def parameter_label(grp: str, var1: Any, var2: Any) -> str:
@@ -28,21 +32,31 @@ def parameter_label(grp: str, var1: Any, var2: Any) -> str:
     return f"sd({var1}|{grp})"
 
 
-def _rows(fit: MixedFit, level: float) -> pd.DataFrame:
-    """One row per parameter: kind, Estimate, uncertainty (posterior sd or standard error), interval."""
+def _rows(fit: MixedFit, level: float, reml_interval: str | None, boot: dict[str, Any]) -> pd.DataFrame:
+    """One row per parameter: kind, Estimate, uncertainty (posterior sd or standard error), interval, its method."""
     lo, hi = interval_names(level)
     fx = fit.fixef(level)
     vc = fit.VarCorr(level)
     nan = pd.Series(np.nan, index=vc.index)
     err = "Std. Error" if fit.params.is_point else "Est.Error"
-    recs = [(term, "fixed", r["Estimate"], r[err], r[lo], r[hi]) for term, r in fx.iterrows()]
+    fixed_kind = "Wald" if fit.params.is_point else "credible"
+    recs = [(term, "fixed", r["Estimate"], r[err], r[lo], r[hi], fixed_kind) for term, r in fx.iterrows()]
     labels = [parameter_label(r["grp"], r["var1"], r["var2"]) for _, r in vc.iterrows()]
     kinds = ["sigma" if lab == "sigma" else ("cor" if lab.startswith("cor(") else "sd") for lab in labels]
     unc = [vc.get(c, nan) for c in ("Est.Error", lo, hi)]
-    recs += list(zip(labels, kinds, vc["sdcor"], *unc))
-    return pd.DataFrame(recs, columns=["parameter", "kind", "Estimate", "Uncertainty", "lower", "upper"]).set_index(
-        "parameter"
-    )
+    how = pd.Series("credible" if not fit.params.is_point else "", index=vc.index)
+    if isinstance(fit, REMLFit) and reml_interval is not None:
+        # confint(fm, parm = "theta_", method = reml_interval), in the VarCorr row order
+        ci = fit.varcorr_intervals(reml_interval, level, **(boot if reml_interval == "boot" else {}))
+        key = lambda f: [(g, str(a), str(b)) for g, a, b in zip(f["grp"], f["var1"], f["var2"])]  # noqa: E731
+        pos = {k: i for i, k in enumerate(key(ci))}
+        order = [pos[k] for k in key(vc)]
+        unc[1] = pd.Series(ci.iloc[order, -2].to_numpy(), index=vc.index)
+        unc[2] = pd.Series(ci.iloc[order, -1].to_numpy(), index=vc.index)
+        how = pd.Series(ci.attrs.get("method", reml_interval), index=vc.index).where(unc[1].notna(), "")
+    recs += list(zip(labels, kinds, vc["sdcor"], *unc, how))
+    columns = ["parameter", "kind", "Estimate", "Uncertainty", "lower", "upper", "interval"]
+    return pd.DataFrame(recs, columns=columns).set_index("parameter")
 
 
 def _normalise(formula: str) -> str:
@@ -133,7 +147,14 @@ class Comparison:
         return fig
 
 
-def compare(*fits: MixedFit, names: list[str] | None = None, level: float = 0.95) -> Comparison:
+def compare(
+    *fits: MixedFit,
+    names: list[str] | None = None,
+    level: float = 0.95,
+    reml_interval: str | None = "profile",
+    nsim: int = 1000,
+    seed: int | None = None,
+) -> Comparison:
     """Compare fits of the same formula side by side.
 
     Parameters
@@ -144,6 +165,14 @@ def compare(*fits: MixedFit, names: list[str] | None = None, level: float = 0.95
         Column labels; default the fits' methods ``"NUTS"``, ``"REML"``, ``"ML"`` (numbered if repeated).
     level
         Interval level.
+    reml_interval
+        The confidence interval of a REML/ML fit's variance components:
+        ``"profile"`` (default, ``confint(fm)``), ``"boot"`` (parametric
+        bootstrap, ``nsim`` replicates from ``seed``), ``"Wald"`` or ``None``
+        (none: lme4 defines no Wald interval for them). Fixed effects get the
+        Wald interval.
+    nsim, seed
+        Replicates and seed for ``reml_interval="boot"``.
 
     Returns
     -------
@@ -153,8 +182,11 @@ def compare(*fits: MixedFit, names: list[str] | None = None, level: float = 0.95
         standard error where the method defines one) and interval (credible,
         or Wald). When a REML fit sits beside fits with credible intervals, a
         column ``REML in <name> CI`` says whether the REML estimate lies
-        inside each credible interval.
+        inside each credible interval. Per fit, the ``interval`` column names
+        each row's interval (``credible``, ``Wald``, ``profile``, ``boot``).
     """
+    if reml_interval not in REML_INTERVALS:
+        raise BayesLMMError(f"reml_interval must be 'profile', 'Wald', 'boot' or None, got {reml_interval!r}.")
     if len(fits) < 2:
         raise BayesLMMError("compare needs at least two fits.")
     bad = [type(f).__name__ for f in fits if not isinstance(f, MixedFit)]
@@ -171,10 +203,12 @@ def compare(*fits: MixedFit, names: list[str] | None = None, level: float = 0.95
     lo, hi = interval_names(level)
     parts, longs = [], []
     for name, fit in zip(names, fits):
-        r = _rows(fit, level)
+        r = _rows(fit, level, reml_interval, {"nsim": nsim, "seed": seed, "progressbar": False})
         longs.append(r.reset_index().assign(fit=name))
         err = "Std. Error" if fit.params.is_point else "Est.Error"
-        cols = r[["Estimate", "Uncertainty", "lower", "upper"]].set_axis(["Estimate", err, lo, hi], axis=1)
+        cols = r[["Estimate", "Uncertainty", "lower", "upper", "interval"]].set_axis(
+            ["Estimate", err, lo, hi, "interval"], axis=1
+        )
         parts.append(pd.concat({name: cols}, axis=1))
     reml = [n for n, f in zip(names, fits) if f.method == "REML"]
     if reml:
@@ -188,5 +222,12 @@ def compare(*fits: MixedFit, names: list[str] | None = None, level: float = 0.95
     table.insert(0, ("kind", ""), longs[0].set_index("parameter")["kind"].reindex(table.index))
     return Comparison(
         table=table, names=names, level=level, long=pd.concat(longs, ignore_index=True),
-        intervals=[f.interval_kind for f in fits],
+        intervals=[_interval_kind(f, reml_interval) for f in fits],
     )
+
+
+def _interval_kind(fit: MixedFit, reml_interval: str | None) -> str:
+    """The legend's name of a fit's intervals."""
+    if isinstance(fit, REMLFit) and reml_interval not in (None, "Wald"):
+        return f"confidence (Wald for fixed effects, {reml_interval} for variance components)"
+    return fit.interval_kind

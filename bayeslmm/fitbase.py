@@ -214,12 +214,18 @@ class MixedFit(ABC):
     # -- printed forms -------------------------------------------------------
     def summary(self, level: float = 0.95) -> ModelSummary:
         """An lme4-style summary: header, random effects, fixed effects and the fit kind's diagnostics."""
+        return self._build_summary(level, self.fixef(level))
+
+    def _build_summary(
+        self, level: float, fx: pd.DataFrame, header: tuple[str, ...] = (), footer: tuple[str, ...] = ()
+    ) -> ModelSummary:
+        """The summary around a fixed-effects table ``fx`` (a fit kind's ``summary`` options choose its columns)."""
         d = self._describe()
-        vc, fx = self.VarCorr(level), self.fixef(level)
+        vc = self.VarCorr(level)
         extra = [c for c in vc.columns if c not in tables.VARCORR_COLUMNS]
         if self.params.is_point:  # lme4's summary prints Estimate, Std. Error and the statistic only
             fx = fx.drop(columns=list(interval_names(level)))
-        footer = list(d.footer)
+        footer = list(d.footer) + list(footer)
         if self.design.dropped_fixed:
             footer.append(
                 f"fixed-effect model matrix is rank deficient so dropping {len(self.design.dropped_fixed)} "
@@ -227,7 +233,7 @@ class MixedFit(ABC):
             )
         return ModelSummary(
             title=d.title,
-            header=[f"Formula: {self.formula}", f"   Data: {self.design.nobs} observations", *d.header],
+            header=[*header, f"Formula: {self.formula}", f"   Data: {self.design.nobs} observations", *d.header],
             random=random_effects_block(self.design, vc, extra),
             groups=groups_line(self.design),
             fixed=fx,

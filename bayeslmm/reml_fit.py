@@ -2,24 +2,68 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from . import inference
 from .design import Design
 from .errors import BayesLMMError
 from .fitbase import FitDescription, MixedFit
+from .inference.engine import FitState, from_result
 from .paramdraws import ParamDraws
-from .reml import REMLResult, block_sd_corr, fit_reml
+from .reml import REMLProblem, REMLResult, block_sd_corr, fit_reml
+from .summary import ModelSummary
 
-__all__ = ["REMLFit", "fit_frequentist"]
+__all__ = ["REMLFit", "fit_frequentist", "anova"]
 
 
 def fit_frequentist(design: Design, method: str = "REML") -> REMLFit:
     """Fit a design by REML or ML and wrap it (stage used by ``lmer(method="REML")``)."""
     return REMLFit(design=design, result=fit_reml(design, method))
+
+
+def anova(*fits: REMLFit, refit: bool = True, names: Sequence[str] | None = None) -> inference.InferenceTable:
+    """Likelihood-ratio tests of nested REML/ML fits, as lme4's ``anova(m0, m1, ...)``.
+
+    Parameters
+    ----------
+    *fits
+        Two or more REML or ML fits of the same rows and response.
+    refit
+        Refit REML fits by ML first, as lme4 does (the table says so); ``False``
+        compares REML likelihoods, valid only for models with the same fixed effects.
+    names
+        Row names; by default ``m0``, ``m1``, ... in the order given.
+
+    Returns
+    -------
+    InferenceTable
+        Rows ordered by ``npar``: ``npar``, ``AIC``, ``BIC``, ``logLik``,
+        ``deviance``, ``Chisq``, ``Df``, ``Pr(>Chisq)``, and ``Pr(>Chisq) mix``,
+        the 50:50 χ² mixture p-value where one variance component is tested on
+        its boundary (a note then says that the plain χ² test is conservative).
+
+    Raises
+    ------
+    BayesLMMError
+        For fewer than two fits, a fit that is not a REML/ML fit (a Bayesian fit:
+        use :func:`bayeslmm.compare_models`), fits to different rows or
+        responses, or models that are not nested.
+    """
+    labels = list(names) if names is not None else [f"m{i}" for i in range(len(fits))]
+    for label, fit in zip(labels, fits):
+        if not isinstance(fit, REMLFit):
+            raise BayesLMMError(
+                f"Model {label!r} is a {type(fit).__name__}, not a REML/ML fit. "
+                "Likelihood-ratio tests need likelihood fits (lmer(..., method='REML') or 'ML'); compare Bayesian "
+                "fits with bayeslmm.compare_models({...}) (PSIS-LOO)."
+            )
+    return inference.anova(*(f.inference_state for f in fits), refit=refit, names=names)
 
 
 @dataclass(eq=False, repr=False)
@@ -30,7 +74,9 @@ class REMLFit(MixedFit):
     estimates as a single draw with their standard errors (``Var(β̂)`` and the
     conditional sds of the modes); this class adds what only a likelihood fit
     has: ``vcov``, ``logLik``, ``AIC``, ``BIC``, ``REMLcrit``, ``deviance``
-    and ``isSingular``.
+    and ``isSingular``, and the inference of lme4, lmerTest and pbkrtest:
+    ``confint``, ``profile``, ``bootstrap``, t tests in ``fixef``/``summary``
+    (``ddf=``), ``anova``, ``contest`` and ``ranova`` (see :mod:`bayeslmm.inference`).
 
     Attributes
     ----------
@@ -42,6 +88,7 @@ class REMLFit(MixedFit):
 
     design: Design
     result: REMLResult
+    _coef_tests: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def method(self) -> str:
@@ -121,3 +168,152 @@ class REMLFit(MixedFit):
     def isSingular(self) -> bool:  # noqa: N802
         """``isSingular(fm)``: a variance component on the boundary."""
         return self.result.singular
+
+    # -- inference (lme4, lmerTest, pbkrtest) --------------------------------
+    @cached_property
+    def problem(self) -> REMLProblem:
+        """The engine's reusable object for this design and method (lme4's ``devfun``), built on first use."""
+        return REMLProblem.from_design(self.design, self.method)
+
+    @cached_property
+    def inference_state(self) -> FitState:
+        """The estimates with :attr:`problem`, as :mod:`bayeslmm.inference` takes them."""
+        return from_result(self.design, self.result, self.problem)
+
+    def fixef(self, level: float = 0.95, *, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """``fixef(fm)`` as a table, with lmerTest's t tests.
+
+        Parameters
+        ----------
+        level
+            Level of the Wald interval columns (``confint(fm, method = "Wald")``).
+        ddf
+            ``"Satterthwaite"`` (lmerTest's default), ``"Kenward-Roger"`` (REML
+            fits; its adjusted standard errors, as pbkrtest) or ``"lme4"`` (no
+            df and no p-values, as ``summary`` of an ``lmerMod``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``Estimate``, ``Std. Error``, the Wald interval, then ``df``,
+            ``t value`` and ``Pr(>|t|)`` (``coef(summary(fm, ddf = ...))``); for
+            ``ddf="lme4"`` only ``t value`` after the interval. The interval
+            is always ``confint(fm, method = "Wald")`` (from ``vcov(fm)``), also
+            where Kenward-Roger adjusts the standard error of the t test.
+
+        Raises
+        ------
+        BayesLMMError
+            For an unknown ``ddf``, or ``"Kenward-Roger"`` on an ML fit (lmerTest refuses it).
+        """
+        table = super().fixef(level)
+        ddf = inference.normalize_ddf(ddf)
+        if ddf == "lme4":
+            return table
+        if ddf not in self._coef_tests:
+            self._coef_tests[ddf] = inference.coef_table(self.inference_state, ddf=ddf)
+        tests = self._coef_tests[ddf]
+        table = table.drop(columns=["t value"])
+        table["Std. Error"] = tests["Std. Error"].to_numpy()
+        for col in ("df", "t value", "Pr(>|t|)"):
+            table[col] = tests[col].to_numpy()
+        table.attrs["ddf"] = ddf
+        return table
+
+    def summary(self, level: float = 0.95, *, ddf: str = "Satterthwaite") -> ModelSummary:
+        """The summary as lmerTest's ``summary(fm, ddf = ...)`` prints it: lme4's summary with df, t value and ``Pr(>|t|)``, the method named."""
+        fx = self.fixef(level, ddf=ddf)
+        note = inference.ddf_note(ddf)
+        header = (f"{note} (lmerTest)",) if note else ()
+        footer = ()
+        if "Pr(>|t|)" in fx.columns and len(fx):
+            fx[""] = [inference.significance_stars(v) for v in fx["Pr(>|t|)"]]
+            footer = (inference.SIGNIF_LEGEND,)
+        return self._build_summary(level, fx, header=header, footer=footer)
+
+    def confint(
+        self,
+        parm: str | Sequence[str] | None = None,
+        level: float = 0.95,
+        method: str = "profile",
+        nsim: int = 1000,
+        seed: int | None = None,
+        boot_type: str = "perc",
+        progressbar: bool = True,
+        cores: int | None = None,
+    ) -> pd.DataFrame:
+        """Confidence intervals, as lme4's ``confint(fm, parm, level, method, nsim, boot.type, oldNames = FALSE)``.
+
+        Parameters
+        ----------
+        parm
+            Row names (``"sd_(Intercept)|Subject"``, ``"cor_Days.(Intercept)|Subject"``,
+            ``"sigma"``, fixed-effect names), ``"beta_"`` (the fixed effects) or
+            ``"theta_"`` (the variance parameters); ``None``: all.
+        level
+            Confidence level, strictly between 0 and 1.
+        method
+            ``"profile"`` (likelihood profile of the ML deviance, lme4's default),
+            ``"Wald"`` (fixed effects; NaN for variance parameters, as lme4) or
+            ``"boot"`` (parametric bootstrap, :meth:`bootstrap`).
+        nsim, seed, boot_type, progressbar, cores
+            For ``method="boot"``: replicates, seed, ``"perc"``/``"basic"``/``"norm"``, progress bar, processes.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter, columns labelled by ``level`` (``2.5 %``, ``97.5 %``).
+
+        Raises
+        ------
+        BayesLMMError
+            For an unknown ``parm``, ``method`` or ``boot_type``, or ``level`` outside (0, 1).
+        """
+        return inference.confint(
+            self.inference_state, parm, level, method, nsim, seed, boot_type, progressbar, cores
+        )
+
+    def varcorr_intervals(self, method: str = "profile", level: float = 0.95, **kwargs: Any) -> pd.DataFrame:
+        """:meth:`confint` of the variance parameters laid out as ``as.data.frame(VarCorr(fm))`` (``grp``, ``var1``, ``var2``)."""
+        return inference.varcorr_intervals(self.inference_state, method, level, **kwargs)
+
+    def profile(self, which: Sequence[str] | None = None, alphamax: float = 0.01) -> inference.Profile:
+        """Likelihood profiles, lme4's ``profile(fm, which)``; ``as.data.frame`` via ``.to_frame()``."""
+        return inference.profile(self.inference_state, which, alphamax)
+
+    def bootstrap(
+        self,
+        func: Callable[[inference.BootReplicate], Any] | None = None,
+        nsim: int = 1000,
+        seed: int | None = None,
+        use_u: bool = False,
+        progressbar: bool = True,
+        cores: int | None = None,
+    ) -> inference.BootstrapResult:
+        """Parametric bootstrap, lme4's ``bootMer(fm, FUN, nsim, seed, use.u)``.
+
+        Each replicate simulates a response from the fitted model, refits it
+        by the same criterion from the original θ̂ (only the response
+        cross-products change) and evaluates ``func`` (default: sds,
+        correlations, σ, fixed effects). Replicate i has its own seed, so the
+        results do not depend on ``cores``; ``.summary()`` counts the refits
+        that did not converge, ``.replicates`` holds the statistics.
+        """
+        return inference.bootstrap(self.inference_state, func, nsim, seed, use_u, progressbar, cores)
+
+    def anova(self, type: Any = 3, ddf: str = "Satterthwaite") -> inference.InferenceTable:
+        """F tests of each fixed-effect term, lmerTest's ``anova(fm, type, ddf)`` (Sum Sq, Mean Sq, NumDF, DenDF, F, p).
+
+        ``type`` is 3 (default), 2 or 1; ``ddf="lme4"`` gives lme4's sequential
+        table without tests. Likelihood-ratio tests of several fits are
+        :func:`bayeslmm.anova`.
+        """
+        return inference.anova_table(self.inference_state, type=type, ddf=ddf)
+
+    def contest(self, L: Any, ddf: str = "Satterthwaite", joint: bool = True) -> pd.DataFrame:
+        """Tests of contrasts, lmerTest's ``contest(fm, L, ddf, joint)``: F (joint) or t tests of contrasts Lβ = 0."""
+        return inference.contest(self.inference_state, L, ddf=ddf, joint=joint)
+
+    def ranova(self, reduce_terms: bool = True) -> inference.InferenceTable:
+        """Tests of the random-effect terms, lmerTest's ``ranova(fm, reduce.terms)``: likelihood-ratio tests of each random-effect term."""
+        return inference.ranova(self.inference_state, reduce_terms=reduce_terms)

@@ -43,7 +43,7 @@ from .design import Design
 from .errors import BayesLMMError
 from .reml_result import SINGULAR_MESSAGE, SINGULAR_TOL, REMLResult
 
-__all__ = ["REMLProblem", "REMLEstimate", "VarParInfo"]
+__all__ = ["REMLProblem", "REMLEstimate", "VarParInfo", "PLSAtTheta"]
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 #: Criterion returned where θ cannot be factored (never at a feasible θ: A_θ = Λ'Z'ZΛ + I is positive definite).
@@ -82,6 +82,29 @@ class REMLEstimate:
     n_evals: int
     message: str
     singular: bool
+
+
+@dataclass(frozen=True)
+class PLSAtTheta:
+    """The penalized least-squares quantities at one θ, from one factorization (:meth:`REMLProblem.pls_at`).
+
+    Attributes
+    ----------
+    logdet_L, logdet_RX
+        log|L_θ|² and log|R_X|².
+    r2
+        The penalized residual sum of squares r²(θ) at β̂(θ).
+    beta
+        β̂(θ).
+    rx_inverse
+        (R_X'R_X)⁻¹ (σ² times it is vcov(β̂) at θ).
+    """
+
+    logdet_L: float
+    logdet_RX: float
+    r2: float
+    beta: np.ndarray
+    rx_inverse: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -250,6 +273,18 @@ class REMLProblem:
             else:
                 g[i] = (self.deviance(up) - self.deviance(dn)) / (2 * h)
         return g
+
+    def pls_at(self, theta: np.ndarray) -> PLSAtTheta | None:
+        """log|L_θ|², log|R_X|², r²(θ), β̂(θ) and (R_X'R_X)⁻¹ from one factorization at θ (None if it fails).
+
+        θ may lie outside lme4's bounds (numerical derivatives at a boundary):
+        the criterion is even in each diagonal element.
+        """
+        if not self._factor(theta):
+            return None
+        e = self.engine
+        inv = e.rx_inverse() if self.p else np.zeros((0, 0))
+        return PLSAtTheta(float(e.logdet_L), float(e.logdet_RX), float(e.r2), e.fixef(), inv)
 
     def sigma_hat(self, theta: np.ndarray) -> float:
         """σ̂(θ) = sqrt(r²(θ)/ν), the profiled residual sd."""

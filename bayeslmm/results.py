@@ -16,8 +16,10 @@ from . import fitstats, reloo as reloo_mod
 from .design import Design
 from .errors import BayesLMMError, ConvergenceWarning
 from .fitbase import FitDescription, MixedFit, draw_table
+from .inference import hypothesis as hypothesis_table, probability_of_direction
 from .paramdraws import ParamDraws
 from .priors import Priors
+from .summary import ModelSummary
 from .reml_fit import REMLFit, fit_frequentist
 from .sampling import Diagnostics, SamplerSettings
 
@@ -173,6 +175,52 @@ class BayesFit(MixedFit):
             result = copy.copy(result)
             result.elpd_i = result.pareto_k = None
         return result
+
+    def summary(self, level: float = 0.95, *, pd: bool = False) -> ModelSummary:
+        """A brms/lme4-style summary; ``pd=True`` adds the probability of direction of each fixed effect.
+
+        The probability of direction (bayestestR's ``pd``) is
+        max(P(β > 0 | y), P(β < 0 | y)): the posterior answer to "which way
+        does this coefficient go?".
+        """
+        fx = self.fixef(level)
+        footer: tuple[str, ...] = ()
+        if pd:
+            fx["pd"] = probability_of_direction(self.design.fixed_names, self.params.beta).to_numpy()
+            footer = ("pd is the probability of direction, max(P(b > 0 | y), P(b < 0 | y)).",)
+        return self._build_summary(level, fx, footer=footer)
+
+    def hypothesis(
+        self,
+        hypotheses: str | list[str],
+        level: float = 0.95,
+        prior_draws: int = 20000,
+        seed: int | None = None,
+    ) -> pd.DataFrame:
+        """Posterior tests of the fixed effects, as brms's ``hypothesis(fit, "Days > 0")``.
+
+        Parameters
+        ----------
+        hypotheses
+            One or several of ``"<combination> <sign> <combination>"`` over the
+            coefficient names, sign ``=``, ``<`` or ``>``: ``"Days > 0"``,
+            ``"Days = 0"``, ``"Days + Days:groupB = 0"``, ``"2 * b - c < 1"``
+            (backticks quote awkward names, ``Intercept`` is ``(Intercept)``).
+        level
+            Credible level (one-sided intervals for ``<`` and ``>``).
+        prior_draws, seed
+            Prior draws and their seed for the Savage-Dickey ratio when a prior
+            involved is not Normal (Normal priors give the exact prior density).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``Hypothesis``, ``Estimate``, ``Est.Error``, ``CI.Lower``,
+            ``CI.Upper``, ``Evid.Ratio`` (one-sided: posterior odds of the
+            hypothesis; point: the Savage-Dickey Bayes factor p(h=0 | y)/p(h=0)),
+            ``Post.Prob`` and ``Star`` (the interval excludes 0).
+        """
+        return hypothesis_table(self.design, self.params.beta, self.priors, hypotheses, level, prior_draws, seed)
 
     def waic(self) -> fitstats.WAIC:
         """WAIC, computed from the pointwise log-likelihood (ArviZ 1.x has no ``waic``)."""

@@ -67,7 +67,9 @@ def _format_table(df: pd.DataFrame, joint: tuple[str, ...] = (), digits: int = 4
         if c in shared or c in _TEXT or not pd.api.types.is_numeric_dtype(df[c]):
             continue
         v = df[c].to_numpy(dtype=float)
-        if c in _INTEGER:
+        if str(c).startswith("Pr("):  # p-values as R's format.pval
+            out[c] = ["" if not np.isfinite(x) else ("< 2e-16" if x < 2.220446e-16 else f"{x:.3g}") for x in v]
+        elif c in _INTEGER:
             out[c] = ["" if not np.isfinite(x) else f"{x:.0f}" for x in v]
         elif c in _FIXED_DECIMALS:
             out[c] = ["" if not np.isfinite(x) else f"{x:.{_FIXED_DECIMALS[c]}f}" for x in v]
@@ -186,7 +188,7 @@ class ModelSummary:
         return _format_table(self.random, joint=joint)
 
     def _fixed_text(self) -> pd.DataFrame:
-        stat = ("Rhat", "Bulk_ESS", "Tail_ESS", "t value", "z value")
+        stat = ("Rhat", "Bulk_ESS", "Tail_ESS", "t value", "z value", "df", "Pr(>|t|)", "pd", "")
         joint = tuple(c for c in self.fixed.columns if c not in stat)
         out = _format_table(self.fixed, joint=joint)
         out.index = [str(i) for i in self.fixed.index]

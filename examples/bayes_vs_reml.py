@@ -23,6 +23,9 @@ for name, formula in [("dyestuff", "Yield ~ 1 + (1 | Batch)"), ("sleepstudy", "R
     shift_fixed = ((fixed[("NUTS", "Estimate")] - fixed[("REML", "Estimate")]).abs() / fixed[("NUTS", "Est.Error")]).max()
     shift_var = ((varcomp[("NUTS", "Estimate")] - varcomp[("REML", "Estimate")]).abs() / varcomp[("NUTS", "Est.Error")]).max()
     print(f"largest Bayes-REML gap in posterior sds: fixed effects {shift_fixed:.2f}, variance components {shift_var:.2f}")
+    if "Days" in formula:  # the classic questions, both ways: lmerTest's t test and brms's hypothesis()
+        print(reml.fixef())
+        print(bayes.hypothesis(["Days > 0", "Days = 0"]))
     fig = cmp.plot()
     if os.environ.get("BAYESLMM_EXAMPLE_OUTPUT"):
         fig.savefig(os.path.join(os.environ["BAYESLMM_EXAMPLE_OUTPUT"], f"bayes_vs_reml_{name}.png"), dpi=100)

@@ -40,7 +40,8 @@ POOL = ["grpvar", "grp", "term", "n", "complete_pooling", "no_pooling", "partial
 COLUMNS = {
     "fixef": (lambda f: f.fixef(level=0.9), {
         "nuts": ["Estimate", "Est.Error", L, U, "Rhat", "Bulk_ESS", "Tail_ESS"],
-        "reml": ["Estimate", "Std. Error", L, U, "t value"],  # coef(summary(fm)) + confint(fm, method = "Wald")
+        # coef(summary(fm)) with lmerTest's Satterthwaite df, and confint(fm, method = "Wald")
+        "reml": ["Estimate", "Std. Error", L, U, "df", "t value", "Pr(>|t|)"],
     }),
     "ranef_long": (lambda f: f.ranef(level=0.9, long=True), {
         "nuts": ["grpvar", "term", "grp", "condval", "condsd", L, U],
@@ -84,12 +85,34 @@ def test_every_kind_is_a_mixed_fit(kind_fit):
     assert fit.params is fit.params  # the array core is built once and cached
 
 
+def _shared(sig: inspect.Signature) -> list[inspect.Parameter]:
+    return [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+
+
 @pytest.mark.parametrize("name", EXTRACTORS)
 def test_same_signature_on_every_kind(name):
+    """Every kind takes the contract's arguments; a kind may add keyword-only options of its own.
+
+    Those options are what the kind's method defines: lmerTest's ``ddf=`` for
+    the t tests of a likelihood fit, the probability of direction (``pd=``) of a posterior.
+    """
+    base = inspect.signature(getattr(MixedFit, name))
     sigs = {kind: inspect.signature(getattr(cls, name)) for kind, (cls, _) in KINDS.items()}
-    assert len({str(s) for s in sigs.values()}) == 1, sigs
-    if "level" in str(next(iter(sigs.values()))):
-        assert next(iter(sigs.values())).parameters["level"].default == 0.95
+    for kind, sig in sigs.items():
+        assert _shared(sig) == _shared(base), (kind, sig, base)
+    if "level" in base.parameters:
+        assert base.parameters["level"].default == 0.95
+
+
+KIND_OPTIONS = {("fixef", "reml"): {"ddf"}, ("summary", "reml"): {"ddf"}, ("summary", "nuts"): {"pd"}}
+
+
+@pytest.mark.parametrize("name", EXTRACTORS)
+def test_kind_options_are_the_documented_ones(name):
+    for kind, (cls, _) in KINDS.items():
+        sig = inspect.signature(getattr(cls, name))
+        extra = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        assert extra == KIND_OPTIONS.get((name, kind), set()), (name, kind, extra)
 
 
 @pytest.mark.parametrize("table", list(COLUMNS))

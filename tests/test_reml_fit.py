@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case, case_data
+from conftest import case, case_data, reference_json
 
 import bayeslmm
 from bayeslmm.api import design_for
@@ -23,8 +23,10 @@ def reml():
 
 def test_extractors_have_lme4_shapes(reml):
     ref = case("sleep_slopes")
-    fx = reml.fixef()
+    fx = reml.fixef(ddf="lme4")  # summary(fm) of an lmerMod: no df, no p-values
     assert list(fx.columns) == ["Estimate", "Std. Error", "l-95% CI", "u-95% CI", "t value"]
+    # lmerTest's coef(summary(fm)) adds the Satterthwaite df and p-values by default
+    assert list(reml.fixef().columns) == ["Estimate", "Std. Error", "l-95% CI", "u-95% CI", "df", "t value", "Pr(>|t|)"]
     np.testing.assert_allclose(fx["Estimate"], [ref["fixef"]["(Intercept)"], ref["fixef"]["Days"]], rtol=1e-4)  # fixef(fm)
     np.testing.assert_allclose(fx["t value"], fx["Estimate"] / fx["Std. Error"])
     z = 1.959963984540054  # qnorm(0.975): confint(fm, parm = "beta_", method = "Wald")
@@ -95,13 +97,32 @@ def test_bayes_fit_reml_and_compare(sleep_fit):
     fig = cmp.plot()
     assert len(fig.axes) == 6
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "NUTS: estimate, 95% credible interval", "REML: estimate, 95% Wald confidence interval"
+        "NUTS: estimate, 95% credible interval",
+        "REML: estimate, 95% confidence (Wald for fixed effects, profile for variance components) interval",
     ]
     assert "95% intervals" in fig.get_suptitle()
-    for ax, kind in zip(fig.axes, t["kind"]):
+    for ax in fig.axes:
         assert len(ax.lines) == 2  # one dot per fit
-        # intervals: the credible interval, plus the REML Wald interval for fixed effects (sds have no SE)
-        assert len(ax.collections) == (2 if kind == "fixed" else 1)
+        assert len(ax.collections) == 2  # the credible interval and the REML interval (Wald or profile)
+    # the REML intervals of the variance components are lme4's profile intervals: confint(fm, oldNames = FALSE)
+    ref = {r["term"]: r for r in reference_json("lme4_inference")["cases"]["sleep_slopes"]["confint_profile"]}
+    rows = {"sd((Intercept)|Subject)": "sd_(Intercept)|Subject", "sd(Days|Subject)": "sd_Days|Subject",
+            "cor((Intercept),Days|Subject)": "cor_Days.(Intercept)|Subject", "sigma": "sigma"}
+    for ours, theirs in rows.items():
+        got = t.loc[ours, [("REML", "l-95% CI"), ("REML", "u-95% CI")]].to_numpy(dtype=float)
+        np.testing.assert_allclose(got, [ref[theirs]["2.5 %"], ref[theirs]["97.5 %"]], rtol=1e-3, atol=1e-3)
+        assert t.loc[ours, ("REML", "interval")] == "profile"
+    assert (t.loc[t["kind"] == "fixed", ("REML", "interval")] == "Wald").all()
+    assert (t[("NUTS", "interval")] == "credible").all()
+    none = compare(sleep_fit, reml, reml_interval=None).table
+    assert none.loc[list(rows), ("REML", "l-95% CI")].isna().all()  # lme4 has no Wald interval for an sd
+    with pytest.raises(bayeslmm.BayesLMMError, match="reml_interval"):
+        compare(sleep_fit, reml, reml_interval="bayes")
+    boot = compare(sleep_fit, reml, reml_interval="boot", nsim=20, seed=1).table  # confint(fm, method = "boot")
+    assert (boot.loc[list(rows), ("REML", "interval")] == "boot").all()
+    want = reml.confint(parm="theta_", method="boot", nsim=20, seed=1, progressbar=False)
+    np.testing.assert_allclose(boot.loc["sigma", [("REML", "l-95% CI"), ("REML", "u-95% CI")]].to_numpy(dtype=float),
+                               want.loc["sigma"].to_numpy())  # the same replicates for the same seed
     fx = t[t["kind"] == "fixed"]
     gap = ((fx[("NUTS", "Estimate")] - fx[("REML", "Estimate")]).abs() / fx[("NUTS", "Est.Error")])
     assert (gap < 0.5).all()
