@@ -57,11 +57,14 @@ class REMLFit(MixedFit):
 
     def _describe(self) -> FitDescription:
         r = self.result
-        res = self.resid().to_numpy() / r.sigma
-        q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1])
-        scaled = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"]).to_string(
-            index=False, float_format=lambda v: f"{v:.4f}"
-        )
+        if self.design.summary is None:
+            res = self.resid().to_numpy() / r.sigma
+            q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1])
+            scaled = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"]).to_string(
+                index=False, float_format=lambda v: f"{v:.4f}"
+            )
+        else:
+            scaled = f"(not computed: the fit was made out of core from {self.design.summary.source})"
         if r.method == "REML":
             crit = f"REML criterion at convergence: {r.criterion:.1f}"
         else:
