@@ -236,7 +236,10 @@ def design_out_of_core(
             f"nested ones; {parsed.text!r} has {len(factor_vars)}. Fit an in-memory data frame."
         )
     both = tuple(dict.fromkeys(v for fv in factor_vars for v in fv))
-    cat_cols = [c for c in cols if c not in numeric]
+    # Non-numeric columns inside model-matrix terms: the template holds all their levels (contrasts, names).
+    in_terms = {str(v) for t in parsed.fixed_terms for v in t.var_names} | {
+        str(v) for rb in parsed.blocks for e in rb.exprs for v in e.var_names}
+    cat_cols = [c for c in cols if c not in numeric and c in in_terms]
 
     def distinct(categorical: list[str]) -> tuple[dict[str, list[Any]], dict[tuple[str, ...], pd.DataFrame], pd.DataFrame]:
         tasks = [complete[c].drop_duplicates() for c in categorical] + [complete[list(fv)].drop_duplicates() for fv in factor_vars]
