@@ -139,6 +139,17 @@ def test_out_of_core_fit_keeps_no_rows_and_refuses_row_extractors(nuts_fits: dic
             call()
 
 
+def test_out_of_core_fit_tables_match_the_in_memory_fit(nuts_fits: dict) -> None:
+    fit, base = nuts_fits["dask"], nuts_fits["pandas"]
+    pd.testing.assert_frame_equal(fit.VarCorr(), base.VarCorr())  # as.data.frame(VarCorr(fm))
+    pd.testing.assert_frame_equal(fit.ranef(long=True), base.ranef(long=True))  # ranef(fm)
+    pd.testing.assert_frame_equal(fit.tidy(), base.tidy())  # broom.mixed::tidy(fm)
+    pd.testing.assert_frame_equal(fit.icc(), base.icc())
+    g = fit.glance()
+    assert int(g["nobs"].iloc[0]) == 20_000 and np.isnan(g["elpd_loo"].iloc[0])  # no rows, no pointwise LOO
+    assert "20000 observations" in str(fit.summary())
+
+
 def test_out_of_core_predicts_new_rows_like_the_in_memory_fit(nuts_fits: dict) -> None:
     new = nuts_fits["df"].head(25)
     a = nuts_fits["parquet"].predict(new, random_seed=1)
