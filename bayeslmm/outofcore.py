@@ -145,7 +145,7 @@ def _structure(template: Design, source: str) -> list[tuple[str, tuple[str, ...]
     return list(factors.items())
 
 
-def _template_frame(head: pd.DataFrame, meta: pd.DataFrame, levels: dict[str, list[Any]],
+def _template_frame(head: pd.DataFrame, dtypes: pd.Series, orders: dict[str, list[Any] | None], levels: dict[str, list[Any]],
                     combos: dict[tuple[str, ...], pd.DataFrame], response: set[str]) -> pd.DataFrame:
     """A few rows holding every level of every categorical column, with at least two levels per factor."""
     most = max([len(v) for v in levels.values()] + [2])
@@ -158,12 +158,13 @@ def _template_frame(head: pd.DataFrame, meta: pd.DataFrame, levels: dict[str, li
             out[c] = D[c].to_numpy()[i % k]
     for c, vals in levels.items():
         values = np.asarray(vals, dtype=object)[i % len(vals)]
-        if isinstance(meta[c].dtype, pd.CategoricalDtype):
-            cats = meta[c].cat.categories if meta[c].cat.known else sorted(vals)
+        dtype = dtypes[c]
+        if isinstance(dtype, pd.CategoricalDtype):  # the dtype's level order (R's factor order), unused levels dropped
+            cats = orders.get(c) or sorted(vals)
             used = set(vals)
-            out[c] = pd.Categorical(values, categories=[x for x in cats if x in used], ordered=meta[c].cat.ordered)
+            out[c] = pd.Categorical(values, categories=[x for x in cats if x in used], ordered=dtype.ordered)
         else:
-            out[c] = pd.Series(values, dtype=meta[c].dtype)
+            out[c] = pd.Series(values, dtype=dtype)
     for c in response:  # the template's response only needs to vary
         if c in out.columns and is_numeric(out[c]) and out[c].nunique() < 2:
             out[c] = out[c].astype(float) * (1.0 + 1e-3 * i / m) + 1e-3 * i / m
@@ -226,8 +227,11 @@ def design_out_of_core(
         raise DataError(f"Column(s) {missing} used in the formula {parsed.text!r} are not in the data ({source}). "
                         f"Available columns: {[str(c) for c in ddf.columns]}.")
     ddf = ddf[cols]
-    meta = ddf._meta
-    numeric = {c for c in cols if is_numeric(meta[c])}
+    dtypes = ddf.dtypes
+    # A categorical column's own level order where Dask knows it (else the levels sorted, as formulae sorts).
+    orders = {c: (list(ddf[c].cat.categories) if ddf[c].cat.known else None)
+              for c in cols if isinstance(dtypes[c], pd.CategoricalDtype)}
+    numeric = {c for c in cols if pd.api.types.is_numeric_dtype(dtypes[c]) and not pd.api.types.is_bool_dtype(dtypes[c])}
     complete = ddf.dropna()
     factor_vars = list(dict.fromkeys(rb.factor_vars for rb in parsed.blocks))
     if len(factor_vars) > 2:
@@ -254,7 +258,7 @@ def design_out_of_core(
     head = _head(ddf)
     response = {str(v) for v in getattr(parsed.response.term, "var_names", ())} or {parsed.response_name}
     for _ in range(2):
-        frame = _template_frame(head, meta, levels, combos, response)
+        frame = _template_frame(head, dtypes, orders, levels, combos, response)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             template = build_design(parsed, frame, na_action="raise", env=env, closed=closed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,8 +18,24 @@ __all__ = ["REMLFit", "fit_frequentist"]
 
 
 def fit_frequentist(design: Design, method: str = "REML") -> REMLFit:
-    """Fit a design by REML or ML and wrap it (stage used by ``lmer(method="REML")``)."""
-    return REMLFit(design=design, result=fit_reml(design, method))
+    """Fit a design by REML or ML and wrap it (stage used by ``lmer(method="REML")``).
+
+    A design whose group effects collapse is fitted on its compressed rows
+    (:func:`bayeslmm.compressed.compress`: the same per-group cross-products, a few rows
+    per group), as its out-of-core form is, so a data frame and the same rows as
+    Parquet files or a Dask frame give the same estimates to the last bit. The
+    fitted values are then those of the design's own rows.
+    """
+    from .collapsed.structure import can_collapse
+    from .compressed import compress
+
+    if design.summary is not None or not can_collapse(design):
+        return REMLFit(design=design, result=fit_reml(design, method))
+    result = fit_reml(compress(design), method)
+    fitted = design.X @ result.beta
+    for b, m in zip(design.blocks, result.ranef):
+        fitted = fitted + np.einsum("ij,ij->i", b.Z, m[b.group_idx])
+    return REMLFit(design=design, result=replace(result, fitted=fitted))
 
 
 @dataclass(eq=False, repr=False)

@@ -12,7 +12,7 @@ fit's alone:
 
 The pass (both Dask passes: distinct values, then the sums) is timed
 separately (``design_for`` on the same files in its own process) and
-reported as rows per second; ``rest`` is the rest of the fit (REML start
+reported as rows per second (its peak as ``pass MB``); ``rest`` is the rest of the fit (REML start
 and NUTS sampling). ``import MB`` is the process's size after importing
 bayeslmm (PyMC, PyTensor, numba), before any data.
 
@@ -124,7 +124,7 @@ def main() -> None:
             identity(Path(tmp) / "identity")
             return
         print(f"{'rows':>10} {'groups':>7} {'part rows':>9} {'files':>5} | {'fit':<9} {'import MB':>9} {'peak MB':>8} "
-              f"{'total s':>8} {'pass s':>7} {'rows/s':>10} {'rest s':>7}")
+              f"{'total s':>8} {'pass MB':>8} {'pass s':>7} {'rows/s':>10} {'rest s':>7}")
         for groups in args.groups:
             for part in args.part_rows:
                 for rows in args.rows:
@@ -135,7 +135,7 @@ def main() -> None:
                     kinds = ["outofcore"] + ([] if args.no_peer else ["pandas"])
                     for kind in kinds:
                         r = run(kind, path)
-                        extra = (f"{p['seconds']:7.1f} {rows / p['seconds']:10.3g} {r['seconds'] - p['seconds']:7.1f}"
+                        extra = (f"{p['peak_mb']:8.0f} {p['seconds']:7.1f} {rows / p['seconds']:10.3g} {r['seconds'] - p['seconds']:7.1f}"
                                  if kind == "outofcore" else "")
                         print(f"{rows:>10} {groups:>7} {part:>9} {files:>5} | {kind:<9} {r['import_mb']:9.0f} {r['peak_mb']:8.0f} "
                               f"{r['seconds']:8.1f} {extra}", flush=True)

@@ -74,13 +74,14 @@ def test_reml_on_every_input_kind(name: str, kind: str, tmp_path: Path) -> None:
     resid = next(v for v in ref["varcorr"] if v["grp"] == "Residual")
     assert r.sigma == pytest.approx(resid["sdcor"], rel=1e-3)  # sigma(fm)
     assert fit.nobs() == ref["nobs"]  # nobs(fm)
-    # The identity target: the same estimates as the in-memory pandas fit to 1e-10.
-    np.testing.assert_allclose(r.theta, b.theta, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(r.beta, b.beta, rtol=1e-10, atol=1e-10)
-    assert r.sigma == pytest.approx(b.sigma, rel=1e-10)
+    # The identity target (the same estimates as the in-memory pandas fit to 1e-10), met exactly:
+    # both fit the same compressed rows.
+    np.testing.assert_array_equal(r.theta, b.theta)
+    np.testing.assert_array_equal(r.beta, b.beta)
+    assert r.sigma == b.sigma
     assert r.block_labels == b.block_labels and r.block_levels == b.block_levels
     for m1, m2 in zip(r.ranef, b.ranef):  # ranef(fm)
-        np.testing.assert_allclose(m1, m2, rtol=1e-8, atol=1e-8)
+        np.testing.assert_array_equal(m1, m2)
 
 
 def test_ml_out_of_core_matches_lme4(tmp_path: Path) -> None:
@@ -182,6 +183,15 @@ def test_a_level_seen_only_in_a_late_partition(tmp_path: Path) -> None:
     fit = quiet_lmer("y ~ x + c + (1 | g)", write_parquet(df, tmp_path, 6), method="REML")
     base = quiet_lmer("y ~ x + c + (1 | g)", df, method="REML")
     assert fit.result.fixed_names == base.result.fixed_names == ("(Intercept)", "x", "clo", "cmid")
+    np.testing.assert_allclose(fit.result.beta, base.result.beta, rtol=1e-10)
+
+
+def test_a_categorical_columns_level_order_is_kept() -> None:
+    df = _synthetic(2000, 20)
+    df["c"] = pd.Categorical(df["c"], categories=["mid", "lo", "hi"])  # R's factor(c, levels = ...): 'mid' the reference
+    fit = quiet_lmer("y ~ x + c + (1 | g)", dd.from_pandas(df, npartitions=4), method="REML")
+    base = quiet_lmer("y ~ x + c + (1 | g)", df, method="REML")
+    assert fit.result.fixed_names == base.result.fixed_names == ("(Intercept)", "x", "clo", "chi")  # names(fixef(fm))
     np.testing.assert_allclose(fit.result.beta, base.result.beta, rtol=1e-10)
 
 
