@@ -6,7 +6,6 @@ from functools import partial
 from typing import Any
 from collections.abc import Mapping
 
-
 from . import naming
 from .compat import Environment, extend_environment
 from .fitstats import add_log_likelihood
@@ -63,7 +62,6 @@ def _reml_start(design: Design, collapsed: bool = False) -> REMLResult | None:
     from .reml import fit_reml
 
     design = compress(design) if collapsed else design
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
