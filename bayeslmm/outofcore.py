@@ -42,7 +42,7 @@ from .design import Design, build_design
 from .errors import DataError
 from .formula import ParsedFormula
 from .modelframe import check_values, is_numeric, uniform_object_column
-from .recipe import BlockRecipe, DesignRecipe, EvaluationError, evaluate_component, evaluate_terms, term_labels
+from .recipe import BlockRecipe, DesignRecipe, EvaluationError, evaluate_component, evaluate_terms, node_columns, term_labels
 
 __all__ = ["design_from_parquet", "design_out_of_core"]
 
@@ -183,8 +183,6 @@ def _numeric_categoricals(template: Design, numeric: set[str]) -> set[str]:
     """Numeric columns used as categorical predictors (``C(x)``), whose levels the template must all hold."""
     recipe = template.recipe
     comps = [c for t in recipe.fixed for c in t.components] + [c for b in recipe.blocks for t in b.terms for c in t.components]
-    from .recipe import node_columns
-
     return {col for c in comps if c.categorical for col in node_columns(c.node) if col in numeric}
 
 

@@ -186,6 +186,16 @@ def test_a_level_seen_only_in_a_late_partition(tmp_path: Path) -> None:
     np.testing.assert_allclose(fit.result.beta, base.result.beta, rtol=1e-10)
 
 
+def test_a_numeric_column_as_a_factor_with_a_late_level(tmp_path: Path) -> None:
+    df = _synthetic(3000, 30)
+    df["k"] = np.where(np.arange(len(df)) >= 2500, 7, np.arange(len(df)) % 3)  # the level 7 only in the last file
+    fit = quiet_lmer("y ~ C(k) + x + (1 | g)", write_parquet(df, tmp_path, 6), method="REML")
+    base = quiet_lmer("y ~ C(k) + x + (1 | g)", df, method="REML")
+    assert fit.result.fixed_names == base.result.fixed_names  # names(fixef(fm)), C(k)7 included
+    assert any(name.endswith("7") for name in fit.result.fixed_names)
+    np.testing.assert_array_equal(fit.result.beta, base.result.beta)
+
+
 def test_a_categorical_columns_level_order_is_kept() -> None:
     df = _synthetic(2000, 20)
     df["c"] = pd.Categorical(df["c"], categories=["mid", "lo", "hi"])  # R's factor(c, levels = ...): 'mid' the reference
