@@ -266,6 +266,14 @@ def test_the_users_dask_scheduler_is_used() -> None:
     assert fit.result.reml_criterion == pytest.approx(case("sleep_slopes")["reml_criterion"], abs=1e-3)  # REMLcrit(fm)
 
 
+def test_partition_tasks_run_in_other_processes() -> None:
+    """Dask's process scheduler pickles every task, as a dask.distributed cluster does."""
+    data = dd.from_pandas(case_data("sleep_slopes"), npartitions=3)
+    with dask.config.set(scheduler="processes", num_workers=2):
+        fit = quiet_lmer("Reaction ~ Days + (Days | Subject)", data, method="REML")
+    assert fit.result.reml_criterion == pytest.approx(case("sleep_slopes")["reml_criterion"], abs=1e-3)  # REMLcrit(fm)
+
+
 def test_unsupported_data_kind() -> None:
     with pytest.raises(DataError, match="must be a pandas or polars DataFrame"):
         bayeslmm.lmer("y ~ x + (1 | g)", {"y": [1.0, 2.0]}, method="REML")
