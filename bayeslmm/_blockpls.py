@@ -222,7 +222,7 @@ class BlockedPLS:
         if self.small:  # everything the compiled optimiser (bayeslmm._bfgs) needs, in its order
             k = self.th_term.shape[0]
             self._winv[R - 1] = W = np.zeros((R - 1, R - 1), order="F")
-            dims = np.array([Q2, p, n, int(self.scalar_rest)], dtype=np.int64)
+            dims = np.array([Q2, p, design.nobs, int(self.scalar_rest)], dtype=np.int64)  # nobs: compressed rows
             self.small_args = (
                 self.th_term, self.th_row, self.th_col, self.lam, self.A11, self.L11, self.ptr, self.prow, self.col_ptr,
                 self.col_k, self.level_of, self.pval, self.SA, self.L21, self.rt, self.rc, self.rs, self.tg, self.toff,

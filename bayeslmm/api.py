@@ -6,13 +6,12 @@ from functools import partial
 from typing import Any
 from collections.abc import Mapping
 
-import pandas as pd
-
 from . import naming
 from .compat import Environment, extend_environment
 from .fitstats import add_log_likelihood
 from .collapsed import build_collapsed_model
-from .design import Design, build_design, default_env
+from .datasource import design_from_data
+from .design import Design, default_env
 from .errors import BayesLMMError
 from .formula import parse_formula
 from .inits import reml_initvals
@@ -30,9 +29,9 @@ BAYES_METHODS = {"nuts", "bayes", "bayesian", "mcmc"}
 FREQ_METHODS = {"reml", "ml"}
 
 
-def design_for(formula: str, data: pd.DataFrame, na_action: str = "drop", env: Environment | None = None) -> Design:
-    """Parse a formula and evaluate it on data (stages 1-2)."""
-    return build_design(parse_formula(formula), data, na_action=na_action, env=env or default_env())
+def design_for(formula: str, data: Any, na_action: str = "drop", env: Environment | None = None) -> Design:
+    """Parse a formula and evaluate it on data of any kind :mod:`bayeslmm.datasource` accepts (stages 1-2)."""
+    return design_from_data(parse_formula(formula), data, na_action=na_action, env=env or default_env())
 
 
 def _sampled_vars(design: Design) -> list[str]:
@@ -51,12 +50,18 @@ def _built(model: Any) -> Any:
     return model
 
 
-def _reml_start(design: Design) -> REMLResult | None:
-    """The REML fit of the design, for starting values; None if it fails."""
+def _reml_start(design: Design, collapsed: bool = False) -> REMLResult | None:
+    """The REML fit of the design, for starting values; None if it fails.
+
+    For the collapsed model it is fitted on the compressed rows the collapsed likelihood uses
+    (:func:`bayeslmm.compressed.compress`), so in-memory and out-of-core data start NUTS alike.
+    """
     import warnings
 
+    from .compressed import compress
     from .reml import fit_reml
 
+    design = compress(design) if collapsed else design
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -67,7 +72,7 @@ def _reml_start(design: Design) -> REMLResult | None:
 
 def lmer(
     formula: str,
-    data: pd.DataFrame,
+    data: Any,
     method: str = "NUTS",
     *,
     priors: Mapping[str, Any] | None = None,
@@ -101,7 +106,10 @@ def lmer(
         runs the command if the caller has imported ``os``. Never pass a formula
         from an untrusted source with the default ``formula_env``.
     data
-        A pandas DataFrame; it is not modified.
+        A pandas or polars DataFrame or a pyarrow Table (it is not modified), or, for data larger
+        than memory, a path, directory or glob of Parquet files or a dask DataFrame: the fit is then
+        computed out of core in one Dask pass over the partitions (models with one grouping factor
+        or two nested ones; see :mod:`bayeslmm.datasource` and ``docs/large_data.md``).
     method
         ``"NUTS"`` (Bayesian, the default), ``"REML"`` or ``"ML"``.
     priors
@@ -159,7 +167,7 @@ def lmer(
         closed = False
     else:
         raise BayesLMMError(f"formula_env must be 'caller' or 'closed', got {formula_env!r}.")
-    design = build_design(parse_formula(formula), data, na_action=na_action, env=env, closed=closed)
+    design = design_from_data(parse_formula(formula), data, na_action=na_action, env=env, closed=closed)
     if method.lower() in FREQ_METHODS:
         from .reml_fit import fit_frequentist
 
@@ -179,7 +187,7 @@ def lmer(
     param = plan_parameterization(design, collapse, parameterization)
     if init not in ("reml", "prior"):
         raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
-    start = _reml_start(design) if init == "reml" else None
+    start = _reml_start(design, "collapsed" in param.values()) if init == "reml" else None
     if "collapsed" in param.values():
         from .collapsed.sample import sample_collapsed_model  # imports numba only when needed
 

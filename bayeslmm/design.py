@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -24,10 +25,11 @@ import pandas as pd
 
 from . import grouping
 from .compat import DesignMatrices, Environment, Intercept
-from .errors import DataError, DataWarning
+from .errors import DataError, DataWarning, RowsNotKeptError
 from .formula import ParsedFormula, RandomBlock, block_model, fixed_model
 from .modelframe import check_frame, check_levels, check_response, check_response_values, check_values, clean_rows
 from .recipe import DesignRecipe, derive_recipe
+from .rowsummary import ColumnMoments, RowSummary, moments_from_rows
 from .transforms import check_model, fallback_namespace
 
 __all__ = ["BlockDesign", "Design", "Encoders", "build_design", "default_env", "lme4_labels"]
@@ -120,6 +122,12 @@ class Design:
         uses something outside :mod:`bayeslmm.transforms`' allowlist.
     recipe_problem
         Why there is no recipe (empty when there is one).
+    summary
+        Set for a design evaluated out of core (:mod:`bayeslmm.outofcore`): the
+        rows were never loaded, and ``y``, ``X`` and the blocks' ``Z`` and
+        ``group_idx`` hold *compressed rows* instead, a few per group, with the
+        same per-group cross-products as the data (all the Gaussian likelihood
+        uses). ``None`` for a design that holds its rows.
     """
 
     parsed: ParsedFormula
@@ -133,11 +141,32 @@ class Design:
     encoders: Encoders | None = field(default=None, repr=False, compare=False)
     recipe: DesignRecipe | None = field(default=None, repr=False, compare=False)
     recipe_problem: str = field(default="", repr=False, compare=False)
+    summary: RowSummary | None = field(default=None, repr=False, compare=False)
 
     @property
     def nobs(self) -> int:
         """Number of observations used."""
-        return int(self.y.shape[0])
+        return self.summary.n if self.summary is not None else int(self.y.shape[0])
+
+    @cached_property
+    def moments(self) -> ColumnMoments:
+        """Moments of the response and model-matrix columns (for default priors and starting values)."""
+        if self.summary is not None:
+            return self.summary.moments
+        # Summed per group of the factor with most levels, in the order the out-of-core pass sums.
+        finest = max(self.blocks, key=lambda b: b.n_levels, default=None)
+        idx = finest.group_idx if finest is not None else np.zeros(self.nobs, dtype=np.int64)
+        return moments_from_rows(self.y, self.X, [b.Z for b in self.blocks], idx, finest.n_levels if finest is not None else 1)
+
+    def require_rows(self, what: str) -> None:
+        """Refuse ``what`` (e.g. ``"fitted()"``) on a design that does not hold its rows."""
+        if self.summary is not None:
+            raise RowsNotKeptError(
+                f"{what} needs the data rows, and this fit was computed out of core from {self.summary.source} "
+                f"({self.summary.n} rows), keeping per-group sums only; the rows are not loaded behind your back. "
+                "Use predict(newdata=...) on the rows you need (e.g. one partition at a time), "
+                "or fit an in-memory data frame."
+            )
 
     @property
     def response_name(self) -> str:

@@ -31,6 +31,10 @@ class PredictionError(BayesLMMError):
     """New data cannot be used for prediction (missing column, unseen level, ...)."""
 
 
+class RowsNotKeptError(BayesLMMError):
+    """The operation needs the data rows, which an out-of-core fit does not keep."""
+
+
 class PersistenceError(BayesLMMError):
     """A saved fit cannot be read (corrupt, tampered, or from a newer format)."""
 

@@ -172,6 +172,7 @@ class MixedFit(ABC):
 
     def resid(self) -> pd.Series:
         """``resid(fm)``: response residuals ``y - fitted()``, row-aligned with the data used."""
+        self.design.require_rows("resid()")
         return pd.Series(self.design.y - self.fitted().to_numpy(), index=self.design.frame.index, name="resid")
 
     def predict(
@@ -271,4 +272,5 @@ class MixedFit(ABC):
         """
         from .io import save
 
+        self.design.require_rows("save()")
         return save(self, path)

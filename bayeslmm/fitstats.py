@@ -101,8 +101,8 @@ def add_log_likelihood(idata: Any, design: Design, params: ParamDraws) -> bool:
     bool
         Whether it was stored (``False`` when n × draws > :data:`MAX_STORED_VALUES`).
     """
-    if design.nobs * params.n_draws > MAX_STORED_VALUES:
-        return False
+    if design.summary is not None or design.nobs * params.n_draws > MAX_STORED_VALUES:
+        return False  # an out-of-core design keeps no rows: computing it would mean loading them
     idata["log_likelihood"] = _log_likelihood_tree(idata, design, params)
     return True
 

@@ -51,12 +51,12 @@ def reml_initvals(variables: pm.Model | Collection[str], design: Design, result:
     idx = design.intercept_index
     if naming.INTERCEPT_CENTERED in names and idx is not None:
         slopes = [j for j in range(len(beta)) if j != idx]
-        xbar = design.X[:, slopes].mean(axis=0)
+        xbar = design.moments.x_mean[slopes]
         init[naming.INTERCEPT_CENTERED] = np.asarray(beta[idx] + xbar @ beta[slopes])
         init[naming.SLOPES] = beta[slopes]
     elif naming.FIXED in names:
         init[naming.FIXED] = beta
-    floor = _SD_FLOOR * float(np.std(design.y, ddof=1))
+    floor = _SD_FLOOR * design.moments.y_sd
     if naming.SIGMA in names:
         init[naming.SIGMA] = np.asarray(max(result.sigma, floor))
     for k, b in enumerate(design.blocks):

@@ -90,7 +90,7 @@ def fixed_effects(design: Design, priors: Priors):
         beta = prior_rv(naming.FIXED, [priors.fixed(n) for n in names], naming.FIXED_DIM, "the fixed effects")
         return pt.dot(X, beta)
     slopes = [j for j in range(p) if j != idx]
-    xbar = X[:, slopes].mean(axis=0)
+    xbar = design.moments.x_mean[slopes]
     Xc = X[:, slopes] - xbar
     alpha = prior_rv(naming.INTERCEPT_CENTERED, [priors.fixed(names[idx])], None, "the intercept")
     bs = prior_rv(naming.SLOPES, [priors.fixed(names[j]) for j in slopes], naming.SLOPE_DIM, "the fixed slopes")

@@ -296,7 +296,8 @@ class Rows:
 
     @classmethod
     def from_design(cls, design: Design) -> Rows:
-        """The training rows."""
+        """The training rows (refused for an out-of-core design, which keeps none)."""
+        design.require_rows("Computing on the training rows (fitted values, residuals, log-likelihood, R², ppc)")
         n = design.nobs
         return cls(
             X=design.X,

@@ -176,4 +176,9 @@ def plan_parameterization(
         raise BayesLMMError("parameterization= applies to the full model; drop it or pass collapse=False.")
     if collapse is True or (collapse is None and possible and not requested):
         return {label: "collapsed" for label in labels}
+    if design.summary is not None:
+        raise BayesLMMError(
+            f"The full model of {design.parsed.text!r} needs the data rows, which an out-of-core fit "
+            f"({design.summary.source}) does not load; drop collapse=False and parameterization= to fit the collapsed model."
+        )
     return {**choose_parameterization(design), **requested}

@@ -197,13 +197,6 @@ class Priors:
 # ---------------------------------------------------------------------------
 # Defaults
 # ---------------------------------------------------------------------------
-def column_scale(v: np.ndarray) -> float:
-    """The scale of a predictor column for default priors: its sd, else its mean absolute value, else 1."""
-    s = float(np.std(v, ddof=1)) if v.shape[0] > 1 else 0.0
-    m = float(np.abs(v).mean())
-    return s if s > 0 else (m if m > 0 else 1.0)  # an all-zero column scales like a constant 1
-
-
 def default_priors(design: Design) -> Priors:
     """Data-scaled default priors (documented in ``docs/priors.md``).
 
@@ -214,23 +207,22 @@ def default_priors(design: Design) -> Priors:
     * group-level sd of term z: HalfCauchy(sd(y) / sd(z)), or sd(y) for a constant column.
     * correlations: LKJ(eta=1), uniform over correlation matrices.
     """
-    y = design.y
-    sy = float(np.std(y, ddof=1))
+    mom = design.moments  # from the rows, or from the sums of an out-of-core pass
+    sy = mom.y_sd
     has_int = design.intercept_index is not None
-    scale_y = sy if has_int else float(np.sqrt(np.mean(y**2)))
+    scale_y = sy if has_int else mom.y_rms
     entries: list[PriorEntry] = []
     for j, name in enumerate(design.fixed_names):
         if j == design.intercept_index:
-            entries.append(PriorEntry("fixed", None, name, Prior("Normal", mu=float(np.mean(y)), sigma=2.5 * sy)))
+            entries.append(PriorEntry("fixed", None, name, Prior("Normal", mu=mom.y_mean, sigma=2.5 * sy)))
         else:
             entries.append(
-                PriorEntry("fixed", None, name, Prior("Normal", mu=0.0, sigma=2.5 * scale_y / column_scale(design.X[:, j])))
+                PriorEntry("fixed", None, name, Prior("Normal", mu=0.0, sigma=2.5 * scale_y / float(mom.x_scale[j])))
             )
     entries.append(PriorEntry("sigma", None, None, Prior("HalfCauchy", beta=sy)))
-    for b in design.blocks:
+    for kb, b in enumerate(design.blocks):
         for k, term in enumerate(b.terms):
-            col = b.Z[:, k]
-            entries.append(PriorEntry("sd", b.label, term, Prior("HalfCauchy", beta=sy / column_scale(col))))
+            entries.append(PriorEntry("sd", b.label, term, Prior("HalfCauchy", beta=sy / float(mom.z_scale[kb][k]))))
         if b.q > 1:
             entries.append(PriorEntry("cor", b.label, None, Prior("LKJ", eta=1.0)))
     return Priors(tuple(entries), intercept_centered=has_int and len(design.fixed_names) > 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -23,8 +23,24 @@ __all__ = ["REMLFit", "fit_frequentist", "anova"]
 
 
 def fit_frequentist(design: Design, method: str = "REML") -> REMLFit:
-    """Fit a design by REML or ML and wrap it (stage used by ``lmer(method="REML")``)."""
-    return REMLFit(design=design, result=fit_reml(design, method))
+    """Fit a design by REML or ML and wrap it (stage used by ``lmer(method="REML")``).
+
+    A design whose group effects collapse is fitted on its compressed rows
+    (:func:`bayeslmm.compressed.compress`: the same per-group cross-products, a few rows
+    per group), as its out-of-core form is, so a data frame and the same rows as
+    Parquet files or a Dask frame give the same estimates to the last bit. The
+    fitted values are then those of the design's own rows.
+    """
+    from .collapsed.structure import can_collapse
+    from .compressed import compress
+
+    if design.summary is not None or not can_collapse(design):
+        return REMLFit(design=design, result=fit_reml(design, method))
+    result = fit_reml(compress(design), method)
+    fitted = design.X @ result.beta
+    for b, m in zip(design.blocks, result.ranef):
+        fitted = fitted + np.einsum("ij,ij->i", b.Z, m[b.group_idx])
+    return REMLFit(design=design, result=replace(result, fitted=fitted))
 
 
 def anova(*fits: REMLFit, refit: bool = True, names: Sequence[str] | None = None) -> inference.InferenceTable:
@@ -104,11 +120,14 @@ class REMLFit(MixedFit):
 
     def _describe(self) -> FitDescription:
         r = self.result
-        res = self.resid().to_numpy() / r.sigma
-        q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1])
-        scaled = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"]).to_string(
-            index=False, float_format=lambda v: f"{v:.4f}"
-        )
+        if self.design.summary is None:
+            res = self.resid().to_numpy() / r.sigma
+            q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1])
+            scaled = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"]).to_string(
+                index=False, float_format=lambda v: f"{v:.4f}"
+            )
+        else:
+            scaled = f"(not computed: the fit was made out of core from {self.design.summary.source})"
         if r.method == "REML":
             crit = f"REML criterion at convergence: {r.criterion:.1f}"
         else:
@@ -269,6 +288,8 @@ class REMLFit(MixedFit):
         BayesLMMError
             For an unknown ``parm``, ``method`` or ``boot_type``, or ``level`` outside (0, 1).
         """
+        if method == "boot":
+            self.design.require_rows('confint(method="boot")')
         return inference.confint(
             self.inference_state, parm, level, method, nsim, seed, boot_type, progressbar, cores
         )
@@ -299,6 +320,7 @@ class REMLFit(MixedFit):
         results do not depend on ``cores``; ``.summary()`` counts the refits
         that did not converge, ``.replicates`` holds the statistics.
         """
+        self.design.require_rows("bootstrap()")
         return inference.bootstrap(self.inference_state, func, nsim, seed, use_u, progressbar, cores)
 
     def anova(self, type: Any = 3, ddf: str = "Satterthwaite") -> inference.InferenceTable:

@@ -167,7 +167,7 @@ class REMLProblem:
         self.method = method
         self.reml = method == "REML"
         self.engine = engine
-        self.n, self.p = int(design.X.shape[0]), int(design.X.shape[1])
+        self.n, self.p = design.nobs, int(design.X.shape[1])  # nobs: compressed rows stand for more
         self.layout = ThetaLayout.from_q(tuple(b.q for b in design.blocks))
         self.nu = self.n - self.p if self.reml else self.n
         self.analytic_gradient = isinstance(engine, BlockedPLS)
@@ -215,7 +215,7 @@ class REMLProblem:
         if not design.blocks:
             raise BayesLMMError("The design has no random-effect block; fit_reml fits mixed models only.")
         X = np.asarray(design.X, dtype=float)
-        n, p = X.shape
+        n, p = design.nobs, X.shape[1]
         if p and np.linalg.matrix_rank(X) < p:
             raise BayesLMMError(
                 f"The fixed-effects matrix ({p} columns {list(design.fixed_names)}) is rank deficient; "
@@ -436,9 +436,10 @@ class REMLProblem:
             sigma2 = est.sigma**2
             vcov = sigma2 * self.engine.rx_inverse() if p else np.zeros((0, 0))
             modes, sds = self.engine.conditional(est.sigma, condvar)
-        fitted = design.X @ est.beta
+        fitted = design.X @ est.beta if design.summary is None else np.zeros(0)  # no rows out of core
         for b, m in zip(design.blocks, modes):
-            fitted = fitted + np.einsum("ij,ij->i", b.Z, m[b.group_idx])
+            if design.summary is None:
+                fitted = fitted + np.einsum("ij,ij->i", b.Z, m[b.group_idx])
         covs = []
         for k in range(len(design.blocks)):
             T = self.layout.block_factor(est.theta, k)

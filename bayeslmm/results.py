@@ -96,16 +96,21 @@ class BayesFit(MixedFit):
         )
 
     def _glance_extra(self) -> dict[str, Any]:
-        lo = self.loo()
-        rr = self.r2()["Estimate"]
         d = self.diagnostics
+        if self.design.summary is not None:  # out of core: the pointwise criteria need the rows
+            nan = float("nan")
+            elpd = p_loo = waic = r2m = r2c = nan
+        else:
+            lo, rr = self.loo(), self.r2()["Estimate"]
+            elpd, p_loo, waic = float(lo.elpd), float(lo.p), self.waic().waic
+            r2m, r2c = float(rr["marginal"]), float(rr["conditional"])
         return {
-            "elpd_loo": float(lo.elpd),
-            "p_loo": float(lo.p),
-            "looic": -2.0 * float(lo.elpd),
-            "waic": self.waic().waic,
-            "r2_marginal": float(rr["marginal"]),
-            "r2_conditional": float(rr["conditional"]),
+            "elpd_loo": elpd,
+            "p_loo": p_loo,
+            "looic": -2.0 * elpd,
+            "waic": waic,
+            "r2_marginal": r2m,
+            "r2_conditional": r2c,
             "divergences": d.divergences,
             "draws": d.draws,
             "chains": d.chains,

@@ -127,6 +127,7 @@ def fitted_values(design: Design, params: ParamDraws) -> np.ndarray:
     identity link it is the posterior mean of the fitted value (for a point
     fit, ``fitted(fm)``).
     """
+    design.require_rows("fitted()")
     mu = design.X @ params.beta.mean(axis=0)
     for b, r in zip(design.blocks, params.ranef):
         mu = mu + np.einsum("nq,nq->n", b.Z, r.mean(axis=0)[b.group_idx])

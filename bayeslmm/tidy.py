@@ -166,6 +166,8 @@ def augment(
         point fit the Wald interval of its fixed part). Grouping levels
         the fit did not see are refused, as by ``predict``.
     """
+    if newdata is None:
+        design.require_rows("augment() without newdata")
     pred = predict(design, params, newdata, re_form=re_form, kind="mean", level=level)
     lo, hi = interval_names(level)
     if newdata is None:

@@ -26,7 +26,7 @@ from .. import naming
 from ..design import Design
 from ..model import model_coords
 from ..parameterization import moment_estimates
-from ..priors import Prior, Priors, column_scale
+from ..priors import Prior, Priors
 from .densities import LOG, NONE, NORMAL, PriorSpec, prior_spec, spec_arrays
 from .kernels import corr_chols, lkj_exponents
 from .likelihood import log_posterior
@@ -145,7 +145,7 @@ class CollapsedPosterior:
         centered = idx is not None and p > 1
         slopes = np.array([j for j in range(p) if j != idx] if centered else [], dtype=np.int64)
         self.fixed = FixedMap(centered, idx if idx is not None else 0, slopes,
-                              design.X[:, slopes].mean(axis=0) if centered else np.zeros(0))
+                              design.moments.x_mean[slopes] if centered else np.zeros(0))
         self.p = p
         blk_side = np.zeros(len(blocks), dtype=np.int64)
         blk_off = np.zeros(len(blocks), dtype=np.int64)
@@ -243,7 +243,7 @@ class CollapsedPosterior:
         """A starting point from ``initvals`` (named as in the PyTensor collapsed model) or the moment estimates."""
         design, init, lay, fx = self.design, dict(initvals or {}), self.layout, self.fixed
         mom = moment_estimates(design)
-        sy = float(np.std(design.y, ddof=1))
+        sy = design.moments.y_sd
         beta = mom.beta
         if naming.FIXED in init:
             beta = np.asarray(init[naming.FIXED], dtype=float)
@@ -253,7 +253,7 @@ class CollapsedPosterior:
         wanted = list(values) + [float(init.get(naming.SIGMA, max(mom.sigma, _SD_FLOOR * sy)))]
         theta = np.zeros(self.size)
         for k, b in enumerate(design.blocks):
-            sd = np.maximum(mom.block_sd[k], [_SD_FLOOR * sy / column_scale(b.Z[:, t]) for t in range(b.q)])
+            sd = np.maximum(mom.block_sd[k], _SD_FLOOR * sy / design.moments.z_scale[k])
             z = np.zeros(b.q * (b.q - 1) // 2)
             if naming.chol(b.label) in init:
                 L = np.zeros((b.q, b.q))

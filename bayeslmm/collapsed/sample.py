@@ -73,7 +73,8 @@ def sample_collapsed_model(
         model = model_factory()
         idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
         add_group_effects(design, idata, settings.random_seed)
-    _add_observed(design, idata)
+    if design.summary is None:  # an out-of-core design keeps no rows to observe
+        _add_observed(design, idata)
     return idata
 
 

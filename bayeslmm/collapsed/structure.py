@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compressed import compress
 from ..design import Design
 from ..errors import BayesLMMError
 from ..groupwise import group_products
@@ -137,10 +138,16 @@ def _columns(design: Design, blocks: tuple[int, ...]) -> np.ndarray:
 
 
 def sufficient_stats(design: Design, structure: CollapsedStructure | None = None) -> SufficientStats:
-    """Compute every sum the collapsed likelihood needs, in one vectorised pass over the rows."""
+    """Compute every sum the collapsed likelihood needs, in one vectorised pass over the rows.
+
+    The sums are taken over the design's compressed rows (:func:`bayeslmm.compressed.compress`):
+    a few rows per group with the data's per-group cross-products, which an out-of-core
+    design holds instead of its rows; in-memory and out-of-core data thus give the same sums.
+    """
     structure = structure or collapse_structure(design)
     if structure is None:
         raise BayesLMMError(f"The design of {design.parsed.text!r} cannot be collapsed (crossed factors or too many terms).")
+    design = compress(design)
     X, y = design.X, design.y
     beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta0
