@@ -43,6 +43,10 @@ class ParameterError(BayesLMMError):
     """The ``params`` given to :func:`bayeslmm.simulate` do not match the formula's design."""
 
 
+class InferenceError(BayesLMMError):
+    """A frequentist test or interval cannot be computed for this fit (e.g. a degenerate optimum)."""
+
+
 class DataWarning(UserWarning):
     """Data were changed on the way in, e.g. rows with missing values dropped."""
 

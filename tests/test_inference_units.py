@@ -395,3 +395,30 @@ def test_default_statistic_is_the_replicates_own(slopes) -> None:
     slow = slopes.bootstrap(func=lambda rep: rep.default_statistic(), nsim=4, seed=9, progressbar=False, cores=1)
     pd.testing.assert_frame_equal(fast.replicates, slow.replicates)
     pd.testing.assert_series_equal(fast.t0, slow.t0)
+
+
+def test_degenerate_fit_gives_na_df_with_a_warning() -> None:
+    """A four-row ML fit whose optimum has σ̂ → 0 and θ̂ ~ 4e7 cannot be factored a step away from θ̂.
+
+    lmerTest then prints lme4's table; the Satterthwaite df and p-values are NA and a warning says why.
+    Found by ``test_fuzz.test_reml_on_random_frames``.
+    """
+    d = pd.DataFrame(
+        {
+            "y": [0.6218681250697862, 1.8213279349640712, 0.40850369851719925, 1.4835376610714934],
+            "x": [False, False, True, True],
+            "k": ["c", "c", "a", "a"],
+            "g": ["g0", "g0", "g1", "g1"],
+            "h": ["s", "u", "v", "u"],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bayeslmm.lmer("y ~ k + x + (1|g) + (1|h)", d, method="ML")
+    with pytest.warns(bayeslmm.ConvergenceWarning, match="could not be factored.*NA"):
+        table = fit.fixef()
+    assert np.isfinite(table["Estimate"]).all() and np.isfinite(table["Std. Error"]).all()
+    assert table["df"].isna().all() and table["Pr(>|t|)"].isna().all()
+    # the Satterthwaite F test cannot be computed either, and says so
+    with pytest.raises(bayeslmm.InferenceError, match="ddf='lme4'"):
+        fit.anova()

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import BayesLMMError
+from ..errors import BayesLMMError, ConvergenceWarning, InferenceError
 from .contrasts import term_contains, doolittle_rows, fixed_terms, type3_contrasts
 from .engine import FitState, fit_state
 from .kenward_roger import kr_adjust, kr_ddf, kr_ftest
@@ -84,7 +85,16 @@ def coef_table(fit: Any, ddf: str = "Satterthwaite") -> pd.DataFrame:
         return pd.DataFrame({c: np.zeros(0) for c in ("Estimate", "Std. Error", "df", "t value", "Pr(>|t|)")}, index=names)
     se, df = np.empty(p), np.empty(p)
     if ddf == "Satterthwaite":
-        vc = varpar_covariance(state)
+        try:
+            vc = varpar_covariance(state)
+        except InferenceError as err:
+            # lmerTest, when it cannot compute the variance parameters' covariance, prints lme4's table
+            warnings.warn(f"{err} The df and Pr(>|t|) columns are NA.", ConvergenceWarning, stacklevel=2)
+            se = np.sqrt(np.diag(state.vcov_beta))
+            nan = np.full(p, np.nan)
+            return pd.DataFrame(
+                {"Estimate": beta, "Std. Error": se, "df": nan, "t value": beta / se, "Pr(>|t|)": nan}, index=names
+            )
         for j in range(p):
             var, df[j] = satterthwaite_df(vc, np.eye(p)[j])
             se[j] = np.sqrt(var)

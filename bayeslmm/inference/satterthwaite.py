@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConvergenceWarning
+from ..errors import ConvergenceWarning, InferenceError
 from .engine import FitState, single_threaded_blas
 from .numderiv import hessian, jacobian
 
@@ -76,7 +76,11 @@ def varpar_covariance(state: FitState) -> VarparCovariance:
     def covbeta(vp: np.ndarray) -> np.ndarray:
         pls = state.at(vp[:-1])
         if pls is None:
-            raise np.linalg.LinAlgError("theta could not be factored")
+            raise InferenceError(
+                f"Satterthwaite's method needs vcov(beta) near the optimum, and the model could not be factored at "
+                f"theta = {np.array2string(vp[:-1], precision=3)} (sigma = {vp[-1]:.3g}): the fit is degenerate. "
+                "Simplify the random effects, or use ddf='lme4' (no df, no p-values)."
+            )
         return (vp[-1] ** 2 * pls.rx_inverse).ravel()
 
     varpar = np.concatenate([state.theta, [state.sigma]])
