@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import inference
+from . import inference, tidy as tidy_mod
 from .design import Design
 from .errors import BayesLMMError
 from .fitbase import FitDescription, MixedFit
@@ -238,6 +238,30 @@ class REMLFit(MixedFit):
             table[col] = tests[col].to_numpy()
         table.attrs["ddf"] = ddf
         return table
+
+    def tidy(self, effects: Any = ("fixed", "ran_pars"), level: float = 0.95, *, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """broom.mixed's ``tidy()`` of an lmerTest fit: the fixed rows add ``statistic``, ``df`` and ``p.value``.
+
+        Parameters
+        ----------
+        effects
+            One or a list of ``"fixed"``, ``"ran_pars"``, ``"ran_vals"``, ``"ran_coefs"``.
+        level
+            Level of the Wald intervals ``conf.low`` / ``conf.high``.
+        ddf
+            ``"Satterthwaite"`` (default), ``"Kenward-Roger"`` or ``"lme4"`` (``statistic`` only,
+            ``df`` and ``p.value`` NaN), as ``tidy(fm, ddf.method = ...)``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter, broom.mixed's columns.
+        """
+        table = super().tidy(effects, level)
+        wanted = [effects] if isinstance(effects, str) else list(effects)
+        if "fixed" not in wanted:
+            return table
+        return tidy_mod.with_fixed_tests(table, self.fixef(level, ddf=ddf))
 
     def summary(self, level: float = 0.95, *, ddf: str = "Satterthwaite") -> ModelSummary:
         """The summary as lmerTest's ``summary(fm, ddf = ...)`` prints it: lme4's summary with df, t value and ``Pr(>|t|)``, the method named."""

@@ -21,7 +21,7 @@ from .errors import BayesLMMError
 from .paramdraws import ParamDraws, check_level, coef_draws, factor_blocks, interval_names
 from .predict import predict
 
-__all__ = ["EFFECTS", "tidy", "augment"]
+__all__ = ["EFFECTS", "tidy", "with_fixed_tests", "augment"]
 
 EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
 _COLUMNS = ["effect", "group", "level", "term", "estimate", "std.error", "conf.low", "conf.high"]
@@ -136,6 +136,38 @@ def tidy(
     out = pd.concat([_BUILDERS[e](design, params, level) for e in wanted], ignore_index=True)
     cols = _COLUMNS if {"ran_vals", "ran_coefs"} & set(wanted) else [c for c in _COLUMNS if c != "level"]
     return out[cols]
+
+
+def with_fixed_tests(table: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """Add broom.mixed's ``statistic``, ``df`` and ``p.value`` to the fixed rows of a ``tidy`` frame.
+
+    What ``tidy()`` gives for an lmerTest fit (``lmerModLmerTest``): the t value,
+    the denominator df and ``Pr(>|t|)`` of each fixed effect, after ``std.error``;
+    NaN on the other rows.
+
+    Parameters
+    ----------
+    table
+        A frame from :func:`tidy`.
+    tests
+        The fit's coefficient table (``fit.fixef(ddf=...)``), indexed by term,
+        with ``t value`` and, unless ``ddf="lme4"``, ``df`` and ``Pr(>|t|)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``table`` with the three columns inserted after ``std.error``.
+    """
+    out = table.copy()
+    fixed = (out["effect"] == "fixed").to_numpy()
+    terms = out.loc[fixed, "term"]
+    at = list(out.columns).index("std.error") + 1
+    for offset, (name, col) in enumerate((("statistic", "t value"), ("df", "df"), ("p.value", "Pr(>|t|)"))):
+        values = np.full(len(out), np.nan)
+        if col in tests.columns:
+            values[fixed] = tests[col].reindex(terms).to_numpy(dtype=float)
+        out.insert(at + offset, name, values)
+    return out
 
 
 def augment(

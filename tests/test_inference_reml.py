@@ -160,6 +160,22 @@ def test_t_tests_from_our_fit(fits, name: str, ddf: str, key: str) -> None:
             assert 2 * stats.t.sf(abs(row["t value"]), r["df"]) == pytest.approx(want, rel=1e-3)
 
 
+@pytest.mark.parametrize(("ddf", "key"), TESTS)
+def test_tidy_has_lmertest_statistic_df_and_p(fits, ddf: str, key: str) -> None:
+    """broom.mixed's tidy(fm, ddf.method=...) of an lmerTest fit: statistic, df, p.value on the fixed rows."""
+    name = "sleep_slopes"
+    tab = fits[name].tidy(ddf=ddf)
+    fixed = tab[tab["effect"] == "fixed"].set_index("term")
+    assert list(tab.columns[3:8]) == ["estimate", "std.error", "statistic", "df", "p.value"]
+    for r in REF["cases"][name][key]:  # coef(summary(fm, ddf=...))
+        assert fixed.loc[r["term"], "statistic"] == pytest.approx(r["t value"], rel=1e-4)
+        assert fixed.loc[r["term"], "df"] == pytest.approx(r["df"], rel=1e-3)
+        assert _close(fixed.loc[r["term"], "p.value"], r["Pr(>|t|)"], 1e-3, 1e-12)
+    assert tab.loc[tab["effect"] != "fixed", ["statistic", "df", "p.value"]].isna().all().all()
+    lme4_style = fits[name].tidy("fixed", ddf="lme4")  # tidy of an lme4 (not lmerTest) fit: statistic only
+    assert lme4_style["statistic"].notna().all() and lme4_style[["df", "p.value"]].isna().all().all()
+
+
 def test_kenward_roger_on_ml_fit_is_refused() -> None:
     ml = _fit("Reaction ~ Days + (Days | Subject)", _data("sleep_slopes"), "ML")
     from bayeslmm.errors import BayesLMMError
