@@ -6,7 +6,7 @@ import copy
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 from collections.abc import Callable
 
 import numpy as np
@@ -54,6 +54,7 @@ class BayesFit(MixedFit):
         Per block label, ``"centered"``, ``"noncentered"`` or ``"collapsed"``.
     """
 
+    file_kind: ClassVar[str] = "bayes"
     design: Design
     priors: Priors
     model_factory: Callable[[], Any]
