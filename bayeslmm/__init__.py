@@ -40,6 +40,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "anova": ("reml_fit", "anova"),
     "Prior": ("priors", "Prior"),
     "datasets": ("datasets", None),
+    "check": ("check", None),
 }
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "compare",
     "anova",
     "datasets",
+    "check",
     "Prior",
     "BayesLMMError",
     "FormulaError",
