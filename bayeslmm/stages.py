@@ -3,10 +3,11 @@
 They play the part of lme4's exported stages of ``lmer`` (``lFormula``, ``mkLmerDevfun``,
 ``optimizeLmer``, ``mkMerMod``).
 
-A fit by NUTS runs::
+A fit by NUTS runs (the numbers are those the stage modules' docstrings use)::
 
-    check_method → formula_environment → model_design → sampler_settings → make_priors
-        → plan_parameterization → start_values → model_factory → sample → fit_posterior
+    check_method → formula_environment → model_design (stages 1-2: formula, design)
+        → sampler_settings → make_priors (stage 3) → plan_parameterization (stage 4a)
+        → start_values → model_factory (stage 4) → sample (stage 5) → fit_posterior
 
 and a REML/ML fit::
 
