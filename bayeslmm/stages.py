@@ -36,6 +36,7 @@ from .datasource import design_from_data
 from .design import Design, default_env
 from .errors import BayesLMMError
 from .formula import parse_formula
+from .model import build_model  # also links PyTensor's BLAS (bayeslmm.compat.link_pip_blas) before any graph compiles
 from .priors import Priors
 from .reml import REMLResult
 from .sampling import SamplerSettings
@@ -246,8 +247,6 @@ def model_factory(design: Design, priors: Priors, parameterization: dict[str, st
         from .collapsed import build_collapsed_model
 
         return partial(build_collapsed_model, design, priors)
-    from .model import build_model
-
     return partial(_built, build_model(design, priors, parameterization))
 
 
