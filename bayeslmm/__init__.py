@@ -41,6 +41,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "anova": ("reml_fit", "anova"),
     "Prior": ("priors", "Prior"),
     "datasets": ("datasets", None),
+    "check": ("check", None),
 }
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "compare",
     "anova",
     "datasets",
+    "check",
     "Prior",
     "BayesLMMError",
     "FormulaError",

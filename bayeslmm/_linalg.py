@@ -39,6 +39,7 @@ from scipy.linalg import lapack
 from scipy.sparse.linalg import splu
 
 from .design import Design
+from .groupwise import group_products
 
 __all__ = ["ThetaLayout", "PLSProblem", "Factorization", "SparseEngine", "DENSE_SCHUR_MAX", "chol", "chol_solve"]
 
@@ -174,10 +175,7 @@ class PLSProblem:
                 t_idx.append(self.layout.offsets[k] + m)
             c += q
         self._t_pos = (np.array(t_rows), np.array(t_cols), np.array(t_idx))
-        self.G11 = np.zeros((n1, g, g))
-        for a in range(g):
-            for b in range(a, g):
-                self.G11[:, a, b] = self.G11[:, b, a] = np.bincount(gidx, Z1[:, a] * Z1[:, b], minlength=n1)
+        self.G11 = group_products(gidx, n1, Z1)
         rows = np.arange(self.n)
         Z1s = sp.csr_matrix(
             (Z1.ravel(), ((gidx * g)[:, None] + np.arange(g)).ravel(), np.arange(0, self.n * g + 1, g)),

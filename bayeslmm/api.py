@@ -1,73 +1,17 @@
-"""The user-facing entry point, :func:`lmer`: runs the pipeline stages in order."""
+"""The user-facing entry point, :func:`lmer`: a composition of the stages of :mod:`bayeslmm.stages`."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 from collections.abc import Mapping
 
-from . import naming
-from .compat import Environment, extend_environment
-from .fitstats import add_log_likelihood
-from .collapsed import build_collapsed_model
-from .datasource import design_from_data
-from .design import Design, default_env
-from .errors import BayesLMMError
-from .formula import parse_formula
-from .inits import reml_initvals
-from .model import build_model
+from . import stages
 from .parameterization import plan_parameterization
 from .priors import make_priors
-from .reml import REMLResult
-from .transforms import closed_namespace, fallback_namespace
-from .results import BayesFit
-from .sampling import SamplerSettings, diagnose, run_nuts
+from .reml_fit import fit_frequentist
+from .results import fit_posterior
 
-__all__ = ["lmer", "design_for"]
-
-BAYES_METHODS = {"nuts", "bayes", "bayesian", "mcmc"}
-FREQ_METHODS = {"reml", "ml"}
-
-
-def design_for(formula: str, data: Any, na_action: str = "drop", env: Environment | None = None) -> Design:
-    """Parse a formula and evaluate it on data of any kind :mod:`bayeslmm.datasource` accepts (stages 1-2)."""
-    return design_from_data(parse_formula(formula), data, na_action=na_action, env=env or default_env())
-
-
-def _sampled_vars(design: Design) -> list[str]:
-    names = [naming.SIGMA]
-    if design.fixed_names:
-        names.append(naming.FIXED)
-    for b in design.blocks:
-        names.append(naming.sd(b.label))
-        if b.q > 1:
-            names.append(naming.cor(b.label))
-    return names
-
-
-def _built(model: Any) -> Any:
-    """The model itself: the full model is built before sampling, so its factory returns it."""
-    return model
-
-
-def _reml_start(design: Design, collapsed: bool = False) -> REMLResult | None:
-    """The REML fit of the design, for starting values; None if it fails.
-
-    For the collapsed model it is fitted on the compressed rows the collapsed likelihood uses
-    (:func:`bayeslmm.compressed.compress`), so in-memory and out-of-core data start NUTS alike.
-    """
-    import warnings
-
-    from .compressed import compress
-    from .reml import fit_reml
-
-    design = compress(design) if collapsed else design
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fit_reml(design, "REML", condvar=False)
-    except BayesLMMError:
-        return None
+__all__ = ["lmer"]
 
 
 def lmer(
@@ -158,21 +102,12 @@ def lmer(
     -------
     BayesFit or REMLFit
     """
-    if not isinstance(method, str) or method.lower() not in BAYES_METHODS | FREQ_METHODS:
-        raise BayesLMMError(f"method must be 'NUTS', 'REML' or 'ML', got {method!r}.")
-    if formula_env == "closed":
-        env, closed = Environment([closed_namespace()]), True
-    elif formula_env == "caller":
-        env = extend_environment(Environment.capture(0, reference=1), {"np": __import__("numpy")}, fallback_namespace())
-        closed = False
-    else:
-        raise BayesLMMError(f"formula_env must be 'caller' or 'closed', got {formula_env!r}.")
-    design = design_from_data(parse_formula(formula), data, na_action=na_action, env=env, closed=closed)
-    if method.lower() in FREQ_METHODS:
-        from .reml_fit import fit_frequentist
-
-        return fit_frequentist(design, method.upper())
-    settings = SamplerSettings(
+    method = stages.check_method(method)
+    env, closed = stages.formula_environment(formula_env, frames_up=1)
+    design = stages.model_design(formula, data, na_action=na_action, env=env, closed=closed)
+    if method != "NUTS":
+        return fit_frequentist(design, method)
+    settings = stages.sampler_settings(
         draws=draws,
         tune=tune,
         chains=chains,
@@ -182,30 +117,9 @@ def lmer(
         progressbar=progressbar,
         cores=cores,
     )
-    settings.validate()
     prior_set = make_priors(design, priors)
     param = plan_parameterization(design, collapse, parameterization)
-    if init not in ("reml", "prior"):
-        raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
-    start = _reml_start(design, "collapsed" in param.values()) if init == "reml" else None
-    if "collapsed" in param.values():
-        from .collapsed.sample import sample_collapsed_model  # imports numba only when needed
-
-        model_factory = partial(build_collapsed_model, design, prior_set)
-        idata = sample_collapsed_model(design, prior_set, model_factory, settings, start)
-    else:
-        model = build_model(design, prior_set, param)
-        model_factory = partial(_built, model)
-        idata = run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
-    diag = diagnose(idata, _sampled_vars(design), settings.tune, settings.target_accept, parameterization=param)
-    fit = BayesFit(
-        design=design,
-        priors=prior_set,
-        model_factory=model_factory,
-        idata=idata,
-        settings=settings,
-        diagnostics=diag,
-        parameterization=param,
-    )
-    add_log_likelihood(idata, design, fit.params)  # for loo()/waic()/az.loo, from the fit's cached array core
-    return fit
+    start = stages.start_values(design, param, init)
+    factory = stages.model_factory(design, prior_set, param)
+    idata = stages.sample(design, prior_set, param, factory, settings, start)
+    return fit_posterior(design, prior_set, param, factory, settings, idata)

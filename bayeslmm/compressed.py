@@ -17,7 +17,6 @@ what needs the real rows (:meth:`~bayeslmm.design.Design.require_rows`).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .design import BlockDesign, Design
-from .errors import DataError, DataWarning
+from .errors import DataError, DataWarning, warn_user
 from .groupwise import group_products
 from .modelframe import check_levels
 from .recipe import DesignRecipe, term_labels
@@ -185,9 +184,9 @@ def _missing(sums: GroupSums, na_action: str, source: str) -> None:
             f"{sums.n_missing} row(s) of {source} have missing values in column(s) {which}. "
             "Remove them, or use na_action='drop' to drop them with a warning."
         )
-    warnings.warn(
+    warn_user(
         f"Dropped {sums.n_missing} of {sums.rows_read} row(s) with missing values in column(s) {which}.",
-        DataWarning, stacklevel=5,
+        DataWarning,
     )
 
 
@@ -239,18 +238,18 @@ def compressed_design(
     keep = independent_columns_gram(S[np.ix_(xcols, xcols)])
     dropped = tuple(names_full[i] for i in range(len(names_full)) if i not in set(keep.tolist()))
     if dropped:
-        warnings.warn(
+        warn_user(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s) / "
-            f"coefficient(s): {list(dropped)}.", DataWarning, stacklevel=4,
+            f"coefficient(s): {list(dropped)}.", DataWarning,
         )
     for f in factors.values():
         check_levels(f.name, len(f.keys), n)
     for b, zc in zip(template.blocks, zcols):
         zero = [t for t, c in zip(b.terms, zc) if S[c, c] == 0]
         if zero:
-            warnings.warn(
+            warn_user(
                 f"The random-effect column(s) {zero} of {b.factor!r} are all zero; their sd is not identified "
-                "by the data (only by its prior). Remove the term.", DataWarning, stacklevel=4,
+                "by the data (only by its prior). Remove the term.", DataWarning,
             )
     # lme4's order, most levels first (stable), as build_design orders the blocks.
     order = sorted(range(len(template.blocks)), key=lambda k: -len(factors[template.blocks[k].factor].keys))

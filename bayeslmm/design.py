@@ -15,7 +15,6 @@ fitted and predicts through formulae's own encoders, and cannot be saved.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -25,7 +24,7 @@ import pandas as pd
 
 from . import grouping
 from .compat import DesignMatrices, Environment, Intercept
-from .errors import DataError, DataWarning, RowsNotKeptError
+from .errors import DataError, DataWarning, RowsNotKeptError, warn_user
 from .formula import ParsedFormula, RandomBlock, block_model, fixed_model
 from .modelframe import check_frame, check_levels, check_response, check_response_values, check_values, clean_rows
 from .recipe import DesignRecipe, derive_recipe
@@ -322,11 +321,10 @@ def build_design(
     keep = _independent_columns(X_full)
     dropped = tuple(names_full[i] for i in range(len(names_full)) if i not in set(keep.tolist()))
     if dropped:
-        warnings.warn(
+        warn_user(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s) / "
             f"coefficient(s): {list(dropped)}.",
             DataWarning,
-            stacklevel=3,
         )
     built = [_build_block(rb, eval_frame, env, parsed, closed, frame.index) for rb in parsed.blocks]
     # lme4 orders the random-effect terms by decreasing number of levels.
@@ -358,11 +356,10 @@ def build_design(
 def _warn_zero_columns(fname: str, terms: tuple[str, ...], Z: np.ndarray) -> None:
     zero = [t for t, col in zip(terms, Z.T) if not col.any()]
     if zero:
-        warnings.warn(
+        warn_user(
             f"The random-effect column(s) {zero} of {fname!r} are all zero; their sd is not "
             "identified by the data (only by its prior). Remove the term.",
             DataWarning,
-            stacklevel=5,
         )
 
 

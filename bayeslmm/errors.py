@@ -1,10 +1,13 @@
-"""Exceptions a user can trigger.
+"""Exceptions and warnings a user can trigger.
 
 Every error raised for bad input is a :class:`BayesLMMError` subclass whose
 message names the column, term or value at fault and says what to do.
 """
 
 from __future__ import annotations
+
+import os
+import warnings
 
 
 class BayesLMMError(Exception):
@@ -53,3 +56,22 @@ class DataWarning(UserWarning):
 
 class ConvergenceWarning(UserWarning):
     """The sampler or optimiser reported a problem (divergences, R-hat, ESS, singular fit)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """Warn, attributing the warning to the first frame outside bayeslmm (the user's call).
+
+    However deep in the pipeline the warning arises (``lmer`` → its stages → the design),
+    ``warnings`` shows the user's own line, and the default filter shows it once per line.
+
+    Parameters
+    ----------
+    message
+        What happened and what to do.
+    category
+        :class:`DataWarning`, :class:`ConvergenceWarning` or another warning class.
+    """
+    warnings.warn(message, category, skip_file_prefixes=(_PACKAGE_DIR,))

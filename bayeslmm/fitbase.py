@@ -10,7 +10,9 @@ fit) subclasses :class:`MixedFit` and provides only:
   estimate with standard errors), built once and cached as ``fit.params``;
 * ``_describe()`` -- the lines of its printed summary that are its own
   (a :class:`FitDescription`);
-* ``_glance_extra()`` -- its columns of ``glance()`` after ``nobs`` and ``sigma``.
+* ``_glance_extra()`` -- its columns of ``glance()`` after ``nobs`` and ``sigma``;
+* ``file_kind`` -- what a saved file records (:mod:`bayeslmm.savefile` writes it,
+  :mod:`bayeslmm.io` reads it back).
 
 Everything else -- ``fixef``, ``ranef``, ``coef``, ``VarCorr``, ``fitted``,
 ``resid``, ``predict``, ``summary``, ``tidy``, ``glance``, ``augment``,
@@ -29,7 +31,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -85,6 +87,8 @@ class MixedFit(ABC):
     """
 
     design: Design
+    #: What a saved file records as the kind of fit, one of :data:`bayeslmm.savefile.FIT_KINDS`.
+    file_kind: ClassVar[str]
 
     # -- what a fit kind provides --------------------------------------------
     @property
@@ -270,7 +274,7 @@ class MixedFit(ABC):
         pathlib.Path
             The path written.
         """
-        from .io import save
+        from .savefile import write_fit
 
         self.design.require_rows("save()")
-        return save(self, path)
+        return write_fit(self, self.file_kind, path)

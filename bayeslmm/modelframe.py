@@ -9,13 +9,12 @@ and free of overflow, with the column named when it is not.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning
+from .errors import DataError, DataWarning, warn_user
 from .formula import ParsedFormula
 
 __all__ = [
@@ -101,10 +100,9 @@ def clean_rows(parsed: ParsedFormula, data: pd.DataFrame, na_action: str) -> tup
                 f"{n_na} row(s) have missing values in column(s) {which}. "
                 "Remove them, or use na_action='drop' to drop them with a warning."
             )
-        warnings.warn(
+        warn_user(
             f"Dropped {n_na} of {len(frame)} row(s) with missing values in column(s) {which}.",
             DataWarning,
-            stacklevel=4,
         )
         frame = frame.loc[~na]
     if frame.shape[0] == 0:

@@ -20,7 +20,6 @@ SLOPE_DIM = "slope"
 # Residual -------------------------------------------------------------------------
 SIGMA = "sigma"
 OBS_DIM = "obs"
-MU = "mu"
 LIKELIHOOD = "y"
 MARGINAL_LIKELIHOOD = "y_marginal"
 """Potential holding the collapsed (group effects integrated out) log-likelihood."""

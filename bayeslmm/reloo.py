@@ -19,20 +19,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from functools import partial
 from typing import Any
 
 import numpy as np
 import xarray as xr
 import arviz as az
 
-from . import naming
+from . import naming, stages
 from .design import Design
-from .errors import BayesLMMError
-from .model import build_model
 from .paramdraws import ParamDraws, Rows, linear_predictor
 from .priors import Priors
-from .sampling import SamplerSettings, run_nuts
+from .sampling import SamplerSettings
 
 __all__ = ["RELOO_MAX", "drop_rows", "sample_posterior", "refit_loo"]
 
@@ -50,32 +47,14 @@ def drop_rows(design: Design, rows: np.ndarray) -> Design:
     )
 
 
-def _built(model: Any) -> Any:
-    return model
-
-
 def sample_posterior(design: Design, priors: Priors, parameterization: dict[str, str], settings: SamplerSettings) -> Any:
-    """Sample the posterior of ``design`` with given priors, parameterization and settings, as ``lmer`` does.
+    """Sample the posterior of ``design`` with given priors, parameterization and settings, by ``lmer``'s stages.
 
-    Starts at the REML estimates when they exist. Returns the posterior ``DataTree``.
+    Starts at the REML estimates when they exist (:func:`bayeslmm.stages.start_values`). Returns the posterior ``DataTree``.
     """
-    from .reml import fit_reml
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            start = fit_reml(design, "REML", condvar=False)
-    except BayesLMMError:
-        start = None
-    if "collapsed" in parameterization.values():
-        from .collapsed import build_collapsed_model
-        from .collapsed.sample import sample_collapsed_model
-
-        return sample_collapsed_model(design, priors, partial(build_collapsed_model, design, priors), settings, start)
-    from .inits import reml_initvals
-
-    model = build_model(design, priors, parameterization)
-    return run_nuts(model, settings, initvals=reml_initvals(model, design, start) if start is not None else None)
+    start = stages.start_values(design, parameterization, "reml")
+    factory = stages.model_factory(design, priors, parameterization)
+    return stages.sample(design, priors, parameterization, factory, settings, start)
 
 
 class _RefitWrapper(az.SamplingWrapper):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -102,6 +102,7 @@ class REMLFit(MixedFit):
         The numbers: θ, β, σ, covariances, conditional modes, criteria.
     """
 
+    file_kind: ClassVar[str] = "reml"
     design: Design
     result: REMLResult
     _coef_tests: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)

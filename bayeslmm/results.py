@@ -6,7 +6,7 @@ import copy
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 from collections.abc import Callable
 
 import numpy as np
@@ -23,7 +23,7 @@ from .summary import ModelSummary
 from .reml_fit import REMLFit, fit_frequentist
 from .sampling import Diagnostics, SamplerSettings
 
-__all__ = ["BayesFit"]
+__all__ = ["BayesFit", "fit_posterior"]
 
 
 @dataclass(eq=False, repr=False)
@@ -54,6 +54,7 @@ class BayesFit(MixedFit):
         Per block label, ``"centered"``, ``"noncentered"`` or ``"collapsed"``.
     """
 
+    file_kind: ClassVar[str] = "bayes"
     design: Design
     priors: Priors
     model_factory: Callable[[], Any]
@@ -241,3 +242,48 @@ class BayesFit(MixedFit):
         if key not in self._frequentist:
             self._frequentist[key] = fit_frequentist(self.design, key)
         return self._frequentist[key]
+
+
+def fit_posterior(
+    design: Design,
+    priors: Priors,
+    parameterization: dict[str, str],
+    model_factory: Callable[[], Any],
+    settings: SamplerSettings,
+    idata: Any,
+) -> BayesFit:
+    """The fit object of a posterior (the last stage of ``lmer``'s NUTS route; see :mod:`bayeslmm.stages`).
+
+    Diagnoses convergence (warning as :func:`~bayeslmm.sampling.diagnose` does) and adds the
+    pointwise log-likelihood group to ``idata``.
+
+    Parameters
+    ----------
+    design, priors, parameterization
+        The design, its priors and the parameterization per block.
+    model_factory
+        Builds the PyMC model (:func:`bayeslmm.stages.model_factory`).
+    settings
+        The sampler settings.
+    idata
+        The posterior ``DataTree`` (:func:`bayeslmm.stages.sample`); the ``log_likelihood`` group is added to it.
+
+    Returns
+    -------
+    BayesFit
+    """
+    from .sampling import diagnose
+    from .stages import sampled_vars
+
+    diag = diagnose(idata, sampled_vars(design), settings.tune, settings.target_accept, parameterization=parameterization)
+    fit = BayesFit(
+        design=design,
+        priors=priors,
+        model_factory=model_factory,
+        idata=idata,
+        settings=settings,
+        diagnostics=diag,
+        parameterization=parameterization,
+    )
+    fitstats.add_log_likelihood(idata, design, fit.params)  # for loo()/waic()/az.loo, from the fit's cached array core
+    return fit

@@ -11,7 +11,7 @@ fit's alone:
   and the in-memory fit of the same model.
 
 The pass (both Dask passes: distinct values, then the sums) is timed
-separately (``design_for`` on the same files in its own process) and
+separately (``model_design`` on the same files in its own process) and
 reported as rows per second (its peak as ``pass MB``); ``rest`` is the rest of the fit (REML start
 and NUTS sampling). ``import MB`` is the process's size after importing
 bayeslmm (PyMC, PyTensor, numba), before any data.
@@ -68,12 +68,12 @@ def worker(kind: str, path: str) -> dict:
 
     warnings.simplefilter("ignore")
     import bayeslmm
-    from bayeslmm.api import design_for
+    from bayeslmm.stages import model_design
 
     base = peak_mb()
     t0 = time.perf_counter()
     if kind == "pass":
-        design = design_for(FORMULA, path)
+        design = model_design(FORMULA, path)
         return {"seconds": time.perf_counter() - t0, "nobs": design.nobs, "peak_mb": peak_mb(), "import_mb": base}
     data = path if kind == "outofcore" else pd.read_parquet(sorted(Path(path).parent.glob("*.parquet")))
     fit = bayeslmm.lmer(FORMULA, data, progressbar=False, random_seed=1)

@@ -29,7 +29,7 @@ from bayeslmm.collapsed.beta_marginal import BetaMarginalPosterior
 from bayeslmm.collapsed.kernels import corr_chols as _corr_chol
 from bayeslmm.collapsed.likelihood import marginal_and_grad
 from bayeslmm.collapsed.posterior import CollapsedPosterior
-from bayeslmm.api import design_for
+from bayeslmm.stages import model_design
 from bayeslmm.collapsed import (
     add_group_effects,
     build_collapsed_model,
@@ -115,25 +115,25 @@ def dense_marginal(design, beta, sigma, chols):
 # Structure
 # ---------------------------------------------------------------------------
 def test_structure_detection():
-    assert can_collapse(design_for(*shared("sleep_slopes")))
-    assert can_collapse(design_for(*shared("sleep_uncorr")))
-    pastes = collapse_structure(design_for(*shared("pastes")))
+    assert can_collapse(model_design(*shared("sleep_slopes")))
+    assert can_collapse(model_design(*shared("sleep_uncorr")))
+    pastes = collapse_structure(model_design(*shared("pastes")))
     assert pastes is not None and pastes.width == 3 and pastes.n_outer == 10
-    assert not can_collapse(design_for(*shared("penicillin")))  # crossed
-    nested = collapse_structure(design_for(*EXACT_CASES["nested_slopes_outer"]))
+    assert not can_collapse(model_design(*shared("penicillin")))  # crossed
+    nested = collapse_structure(model_design(*EXACT_CASES["nested_slopes_outer"]))
     assert nested is not None and nested.width == 4 and len(nested.inner_slot) == 16
     # four terms on one factor is beyond the unrolled algebra
     df = synthetic_nested()
     df["v"] = df.x * df.w
-    assert not can_collapse(design_for("y ~ x + (1 + x + w + v | school)", df))
+    assert not can_collapse(model_design("y ~ x + (1 + x + w + v | school)", df))
 
 
 def test_plan_parameterization():
-    sleep = design_for(*shared("sleep_slopes"))
+    sleep = model_design(*shared("sleep_slopes"))
     assert plan_parameterization(sleep) == {"Subject": "collapsed"}
     assert plan_parameterization(sleep, collapse=False) == {"Subject": "centered"}  # 10 days per subject
     assert plan_parameterization(sleep, requested={"Subject": "noncentered"}) == {"Subject": "noncentered"}
-    pen = design_for(*shared("penicillin"))
+    pen = model_design(*shared("penicillin"))
     assert set(plan_parameterization(pen).values()) <= {"centered", "noncentered"}
     with pytest.raises(bayeslmm.BayesLMMError, match="cannot be integrated out"):
         plan_parameterization(pen, collapse=True)
@@ -147,7 +147,7 @@ def test_weakly_informative_groups_are_noncentered():
     rng = np.random.default_rng(2)
     g = np.repeat(np.arange(30), 2)
     y = rng.normal(scale=0.1, size=30)[g] + rng.normal(scale=3.0, size=60)
-    d = design_for("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}))
+    d = model_design("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}))
     assert plan_parameterization(d, collapse=False) == {"g": "noncentered"}
 
 
@@ -159,7 +159,7 @@ def test_few_levels_need_more_information_to_be_centered():
         rng = np.random.default_rng(seed)
         g = np.repeat(np.arange(levels), 4)
         y = rng.normal(scale=1.0, size=levels)[g] + rng.normal(scale=1.5, size=g.size)
-        return design_for("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}))
+        return model_design("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}))
 
     for levels, seed in ((5, 0), (200, 0)):
         d = design(levels, seed)
@@ -178,7 +178,7 @@ def test_few_levels_need_more_information_to_be_centered():
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(EXACT_CASES))
 def test_loglik_equals_dense_multivariate_normal(name):
-    design = design_for(*EXACT_CASES[name])
+    design = model_design(*EXACT_CASES[name])
     assert can_collapse(design)
     rng = np.random.default_rng(1)
     for _ in range(3):
@@ -191,7 +191,7 @@ def test_loglik_equals_dense_multivariate_normal(name):
 @pytest.mark.parametrize("name", sorted(EXACT_CASES))
 def test_numba_kernel_value_and_gradient(name):
     """The kernel NUTS calls equals the NumPy value, and its gradient equals central differences."""
-    design = design_for(*EXACT_CASES[name])
+    design = model_design(*EXACT_CASES[name])
     st = sufficient_stats(design)
     rng = np.random.default_rng(3)
     beta, sigma, chols = random_point(design, rng)
@@ -237,7 +237,7 @@ def test_numba_kernel_value_and_gradient(name):
 def test_log_posterior_gradient(name):
     """Whole log posterior (priors, transforms, LKJ, centered intercept) against central differences."""
     formula, data = EXACT_CASES[name]
-    design = design_for(formula, data)
+    design = model_design(formula, data)
     priors = make_priors(design, {"sigma": Prior("Exponential", lam=0.1)} if name == "three_terms" else None)
     post = CollapsedPosterior.build(design, priors)
     rng = np.random.default_rng(4)
@@ -255,7 +255,7 @@ def test_fixed_effects_integrated_out_exactly(name):
     log ∫ p(f, v) df = log p(f̂, v) + (p/2) log 2π − ½ log|−∂²/∂f²| at its maximiser f̂ (Hessian by differences
     of the full posterior's gradient). The integrated density, its gradient (central differences) and the
     conditional draws of f must agree with that."""
-    design = design_for(*EXACT_CASES[name])
+    design = model_design(*EXACT_CASES[name])
     base = CollapsedPosterior.build(design, make_priors(design))
     marginal = BetaMarginalPosterior.build(base)
     assert marginal is not None and marginal.size == base.size - base.p
@@ -287,9 +287,9 @@ def test_fixed_effects_integrated_out_exactly(name):
 
 
 def test_fixed_effects_stay_sampled_where_they_cannot_be_integrated():
-    nested = design_for(*EXACT_CASES["nested_slopes_outer"])
+    nested = model_design(*EXACT_CASES["nested_slopes_outer"])
     assert BetaMarginalPosterior.build(CollapsedPosterior.build(nested, make_priors(nested))) is None
-    sleep = design_for(*EXACT_CASES["sleep_slopes"])
+    sleep = model_design(*EXACT_CASES["sleep_slopes"])
     heavy = make_priors(sleep, {"Days": Prior("StudentT", nu=3, mu=0, sigma=10)})
     assert BetaMarginalPosterior.build(CollapsedPosterior.build(sleep, heavy)) is None
 
@@ -334,7 +334,7 @@ def test_a_failing_worker_process_is_reported():
 
 def test_graph_model_equals_numpy():
     """The PyTensor collapsed model (fit.model, save/load, other samplers) has the same likelihood."""
-    design = design_for(*shared("pastes"))
+    design = model_design(*shared("pastes"))
     model = build_collapsed_model(design, make_priors(design))
     assert {v.name for v in model.free_RVs} == {naming.FIXED, naming.SIGMA, naming.sd("cask:batch"), naming.sd("batch")}
     outs = model.replace_rvs_by_values([model.potentials[0], model[naming.FIXED], model[naming.SIGMA],
@@ -398,7 +398,7 @@ def test_half_student_t_and_unsupported_priors():
     spec = nd.prior_spec(Prior("HalfStudentT", nu=4.0, sigma=2.0))
     assert nd.family_logp(spec.code, *spec.params, 1.3)[0] == pytest.approx(np.log(2) + stats.t(4.0, 0, 2.0).logpdf(1.3))
     assert nd.prior_spec(Prior("Gamma", mu=2.0, sigma=1.0)) is None
-    design = design_for(*shared("dyestuff"))
+    design = model_design(*shared("dyestuff"))
     assert CollapsedPosterior.build(design, make_priors(design, {"sigma": {"dist": "Gamma", "mu": 2.0, "sigma": 1.0}})) is None
 
 
@@ -444,7 +444,7 @@ def fake_posterior(design, beta, sigma, chols, chains=4, ndraw=2500):
 
 @pytest.mark.parametrize("name", ["sleep_slopes", "pastes", "nested_slopes_inner"])
 def test_group_effect_draws_follow_the_exact_conditional(name):
-    design = design_for(*EXACT_CASES[name])
+    design = model_design(*EXACT_CASES[name])
     beta, sigma, chols = random_point(design, np.random.default_rng(6))
     idata = fake_posterior(design, beta, sigma, chols)
     add_group_effects(design, idata, random_seed=17)

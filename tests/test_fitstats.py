@@ -12,7 +12,7 @@ from scipy import stats
 
 import bayeslmm
 from bayeslmm import BayesLMMError, fitstats, naming
-from bayeslmm.api import design_for
+from bayeslmm.stages import model_design
 from bayeslmm.paramdraws import ParamDraws
 from conftest import draws
 from conftest import bayes_fit, case, case_data
@@ -97,7 +97,7 @@ def test_compare_models_prefers_random_slopes(sleep_fit, int_fit):
     with pytest.raises(BayesLMMError, match="at least two"):
         bayeslmm.compare_models({"slopes": sleep_fit})
     data = case_data("sleep_slopes").iloc[:170]
-    other = dataclasses.replace(sleep_fit, design=design_for(case("sleep_slopes")["formula"], data))
+    other = dataclasses.replace(sleep_fit, design=model_design(case("sleep_slopes")["formula"], data))
     with pytest.raises(BayesLMMError, match="'short'.*different data"):
         bayeslmm.compare_models({"slopes": sleep_fit, "short": other})
 
@@ -153,7 +153,7 @@ def test_icc_with_crossed_factors_and_without_intercept():
     )
 
     def fit_of(formula, variances):
-        design = design_for(formula, df)
+        design = model_design(formula, df)
         params = ParamDraws(
             beta=np.zeros((1, len(design.fixed_names))),
             sigma=np.array([2.0]),

@@ -58,7 +58,7 @@ def base_frame(seed: int, n_groups: int = 5, per_group: int = 4) -> pd.DataFrame
             "k": rng.choice(["a", "b", "c"], n),
             "w": rng.integers(0, 3, n),
             "g": g,
-            "h": rng.choice(["u", "v", "s"], n),
+            "h": rng.permutation(np.resize(["u", "v", "s"], n)),  # every level present: n >= 4 rows
         }
     )
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bayeslmm.api import design_for
+from bayeslmm.stages import model_design
 from bayeslmm.errors import BayesLMMError
 import bayeslmm
 
@@ -62,7 +62,7 @@ def grouped() -> pd.DataFrame:
 # Parameterisation, splines, derivatives, labels
 # ---------------------------------------------------------------------------
 def test_sd_cor_names_and_round_trip(grouped) -> None:
-    design = design_for("y ~ x + (x + f | g) + (1 | h)", grouped)
+    design = model_design("y ~ x + (x + f | g) + (1 | h)", grouped)
     lay = VarLayout.from_design(design)
     assert lay.names[:3] == ("sd_(Intercept)|g", "cor_x.(Intercept)|g", "cor_fb.(Intercept)|g")
     assert lay.names[-1] == "sigma" and lay.names[-2] == "sd_(Intercept)|h"
@@ -260,15 +260,15 @@ def test_type3_equals_type2_without_interactions(grouped) -> None:
     ],
 )
 def test_ranova_reductions_are_lmertests(grouped, formula: str, labels: list[str]) -> None:
-    design = design_for(formula, grouped)
+    design = model_design(formula, grouped)
     assert [r.label for r in reductions(design)] == labels  # rownames(lmerTest::ranova(fm))[-1]
 
 
 def test_reduced_slope_term_is_a_random_intercept(grouped) -> None:
-    red = reductions(design_for("y ~ x + (0 + x | g)", grouped))[0]
+    red = reductions(model_design("y ~ x + (0 + x | g)", grouped))[0]
     [block] = red.design.blocks
     assert block.terms == ("(Intercept)",) and np.all(block.Z == 1)
-    assert [r.label for r in reductions(design_for("y ~ x + (x | g)", grouped), reduce_terms=False)] == ["(x | g)"]
+    assert [r.label for r in reductions(model_design("y ~ x + (x | g)", grouped), reduce_terms=False)] == ["(x | g)"]
 
 
 def test_ranova_without_random_effects_left_uses_the_linear_models_likelihood(sleep) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bayeslmm import BayesLMMError
-from bayeslmm.api import design_for
+from bayeslmm.stages import model_design
 from bayeslmm.paramdraws import ParamDraws
 from bayeslmm.pooling import no_pooling_fits, pooling_table
 from conftest import bayes_fit
@@ -102,7 +102,7 @@ def test_groups_that_cannot_be_fit_are_nan_with_a_note():
     df = pd.DataFrame({"y": rng.normal(size=23), "x": np.r_[np.tile(np.arange(5.0), 4), 1.0, 2.0, 3.0]})
     df["g"] = ["a"] * 5 + ["b"] * 5 + ["c"] * 5 + ["d"] * 5 + ["e", "f", "f"]
     df.loc[df["g"] == "d", "x"] = 2.0  # no spread in x: the slope cannot be estimated
-    design = design_for("y ~ x + (x | g)", df)
+    design = model_design("y ~ x + (x | g)", df)
     with pytest.warns(UserWarning, match="'d', 'e'"):
         tab = pooling_table(design, _point_params(design))
     nan_levels = sorted(tab.loc[tab["no_pooling"].isna(), "grp"].unique())

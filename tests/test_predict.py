@@ -10,7 +10,7 @@ import pytest
 
 import arviz as az
 from bayeslmm import PredictionError, naming, predict as predict_mod
-from bayeslmm.api import design_for
+from bayeslmm.stages import model_design
 from bayeslmm.paramdraws import ParamDraws, sample_new_effects
 from conftest import draws
 
@@ -28,7 +28,7 @@ def crossed():
             "b": rng.choice(["u", "v", "w"], n),
         }
     )
-    design = design_for("y ~ x + (1 + x | a) + (1 | b)", df)
+    design = model_design("y ~ x + (1 + x | a) + (1 | b)", df)
     S = 3
     params = ParamDraws(
         beta=rng.normal(size=(S, 2)),

@@ -8,7 +8,7 @@ import pytest
 from conftest import case, case_data, reference_json
 
 import bayeslmm
-from bayeslmm.api import design_for
+from bayeslmm.stages import model_design
 from bayeslmm.compare import compare
 from bayeslmm.inits import reml_initvals
 from bayeslmm.model import build_model
@@ -137,7 +137,7 @@ def test_compare_refuses_different_formulas(sleep_fit):
 
 
 def test_reml_initvals_reproduce_the_reml_estimates():
-    d = design_for("Reaction ~ Days + (Days | Subject)", case_data("sleep_slopes"))
+    d = model_design("Reaction ~ Days + (Days | Subject)", case_data("sleep_slopes"))
     m = build_model(d, make_priors(d))
     r = fit_reml(d)
     for name, value in reml_initvals(m, d, r).items():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import arviz as az
 import numpy as np
 
-from ..errors import ConvergenceWarning
+from ..errors import ConvergenceWarning, warn_user
 
 __all__ = ["Diagnostics", "diagnose", "ESS_PER_CHAIN"]
 
@@ -121,32 +121,28 @@ def _divergence_advice(target_accept: float, parameterization: Mapping[str, str]
 def _warn(d: Diagnostics, target_accept: float, parameterization: Mapping[str, str] | None = None) -> None:
     total = d.draws * d.chains
     if d.divergences:
-        warnings.warn(
+        warn_user(
             f"There were {d.divergences} divergent transitions after tuning ({100 * d.divergences / total:.1f}% "
             f"of draws). The posterior may be biased. {_divergence_advice(target_accept, parameterization)}",
             ConvergenceWarning,
-            stacklevel=4,
         )
     if np.isfinite(d.max_rhat) and d.max_rhat > 1.01:
-        warnings.warn(
+        warn_user(
             f"The largest R-hat is {d.max_rhat:.3f} (> 1.01): the chains have not mixed. "
             "Run more tuning steps and draws (tune=, draws=) and check the trace plots.",
             ConvergenceWarning,
-            stacklevel=4,
         )
     if d.chains < 2:
-        warnings.warn(
+        warn_user(
             f"{d.rhat_note}, so whether the chains agree is not checked and R-hat is shown as NaN; "
             "run chains=4 (the default) for that check.",
             ConvergenceWarning,
-            stacklevel=4,
         )
     low = ESS_PER_CHAIN * d.chains
     if np.isfinite(d.min_ess_bulk) and min(d.min_ess_bulk, d.min_ess_tail) < low:
         want = f"{low} ({ESS_PER_CHAIN} per chain)" if d.chains > 1 else f"{low}"
-        warnings.warn(
+        warn_user(
             f"Low effective sample size (bulk ESS {d.min_ess_bulk:.0f}, tail ESS {d.min_ess_tail:.0f}; "
             f"want at least {want}). Posterior means and intervals may be unreliable; run more draws.",
             ConvergenceWarning,
-            stacklevel=4,
         )
