@@ -31,8 +31,12 @@ __all__ = ["build_model", "model_coords", "fixed_effects", "block_effects", "pri
 link_pip_blas()  # PyTensor's BLAS operations (e.g. in LKJCholeskyCov's graphs) link to the scipy-openblas32 wheel
 
 
-def model_coords(design: Design) -> dict[str, list]:
-    """Coordinates with real labels: term names, level names."""
+def model_coords(design: Design, observations: bool = True) -> dict[str, list]:
+    """Coordinates with real labels: term names, level names, and (unless ``observations=False``) row numbers.
+
+    The collapsed model has no per-row variable, and an out-of-core design may stand for 10⁸ rows:
+    it asks for the coordinates without the observation dimension, whose labels grow with the rows.
+    """
     coords: dict[str, list] = {naming.FIXED_DIM: list(design.fixed_names)}
     idx = design.intercept_index
     if idx is not None and len(design.fixed_names) > 1:
@@ -42,7 +46,8 @@ def model_coords(design: Design) -> dict[str, list]:
         coords[naming.term_dim(b.label)] = list(b.terms)
         if b.q > 1:
             coords[naming.term_dim2(b.label)] = list(b.terms)
-    coords[naming.OBS_DIM] = list(range(design.nobs))
+    if observations:
+        coords[naming.OBS_DIM] = list(range(design.nobs))
     return coords
 
 

@@ -140,6 +140,20 @@ def test_out_of_core_fit_keeps_no_rows_and_refuses_row_extractors(nuts_fits: dic
             call()
 
 
+def test_out_of_core_sampling_holds_nothing_per_row(nuts_fits: dict) -> None:
+    """The collapsed target's coordinates are labels of terms and levels, none per row.
+
+    (Row labels of the observation dimension, unused by the collapsed model, once made the
+    sampling phase's memory grow with the rows: gigabytes at 10⁸ rows.)
+    """
+    from bayeslmm.collapsed.posterior import CollapsedPosterior
+
+    fit = nuts_fits["parquet"]
+    post = CollapsedPosterior.build(fit.design, fit.priors)
+    longest = max(len(v) for v in post.coords.values())
+    assert longest <= max(b.n_levels for b in fit.design.blocks) < fit.nobs()
+
+
 def test_out_of_core_fit_tables_match_the_in_memory_fit(nuts_fits: dict) -> None:
     fit, base = nuts_fits["dask"], nuts_fits["pandas"]
     pd.testing.assert_frame_equal(fit.VarCorr(), base.VarCorr())  # as.data.frame(VarCorr(fm))

@@ -71,7 +71,7 @@ def build_collapsed_model(design: Design, priors: Priors) -> pm.Model:
     """
     st = sufficient_stats(design)
     structure = st.structure
-    coords = {k: v for k, v in model_coords(design).items() if k != naming.OBS_DIM}
+    coords = model_coords(design, observations=False)
     with pm.Model(coords=coords) as model:
         fixed_effects(design, priors)
         delta = model[naming.FIXED] - st.beta0 if design.fixed_names else pt.zeros(0)

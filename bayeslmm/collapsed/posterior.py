@@ -177,7 +177,7 @@ class CollapsedPosterior:
             lay.blk_off, lay.blk_sd, lay.blk_cpc, lay.lkj_b, lay.q_outer, lay.q_inner,
             st.beta0, st.oo, st.oX, st.oe, st.ii, st.io, st.iX, st.ie, st.structure.width, st.ee, st.Xe, st.XX, float(st.n),
         )
-        self.coords = model_coords(design)
+        self.coords = model_coords(design, observations=False)
         self.dims: dict[str, tuple[str, ...]] = {
             naming.INTERCEPT_CENTERED: (),
             naming.SLOPES: (naming.SLOPE_DIM,),
