@@ -59,7 +59,7 @@ COLUMNS = {
         "nuts": ["Estimate", "Est.Error", L, U],
         "reml": ["Estimate", "Std. Error", L, U],
     }),
-    "tidy": (lambda f: f.tidy(level=0.9), {"nuts": BROOM, "reml": BROOM}),
+    "tidy": (lambda f: f.tidy(level=0.9), {"nuts": BROOM, "reml": [*BROOM[:5], "statistic", "df", "p.value", *BROOM[5:]]}),
     "glance": (lambda f: f.glance(), {
         "nuts": ["nobs", "sigma", "elpd_loo", "p_loo", "looic", "waic", "r2_marginal", "r2_conditional",
                  "divergences", "draws", "chains"],
@@ -104,7 +104,7 @@ def test_same_signature_on_every_kind(name):
         assert base.parameters["level"].default == 0.95
 
 
-KIND_OPTIONS = {("fixef", "reml"): {"ddf"}, ("summary", "reml"): {"ddf"}, ("summary", "nuts"): {"pd"}}
+KIND_OPTIONS = {("fixef", "reml"): {"ddf"}, ("summary", "reml"): {"ddf"}, ("tidy", "reml"): {"ddf"}, ("summary", "nuts"): {"pd"}}
 
 
 @pytest.mark.parametrize("name", EXTRACTORS)
