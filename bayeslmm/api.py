@@ -89,6 +89,7 @@ def lmer(
     init: str = "reml",
     collapse: bool | None = None,
     formula_env: str = "caller",
+    family: str = "gaussian",
 ):
     """Fit a linear mixed model written as an lme4 formula.
 
@@ -154,10 +155,19 @@ def lmer(
         sampling); ``True``: require it; ``False``: sample the full model.
         ``fit.parameterization`` records what was used.
 
+    family
+        ``"gaussian"`` only; any other family raises an error pointing to
+        :func:`bayeslmm.glmer`, as lme4's ``lmer`` points to ``glmer``.
+
     Returns
     -------
     BayesFit or REMLFit
     """
+    if family != "gaussian":
+        raise BayesLMMError(
+            f"lmer fits Gaussian responses; for family={family!r} use bayeslmm.glmer(formula, data, "
+            f"family={family!r}), as lme4's glmer."
+        )
     if not isinstance(method, str) or method.lower() not in BAYES_METHODS | FREQ_METHODS:
         raise BayesLMMError(f"method must be 'NUTS', 'REML' or 'ML', got {method!r}.")
     if formula_env == "closed":

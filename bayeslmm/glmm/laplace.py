@@ -366,7 +366,7 @@ def fit_laplace(data: GLMMData, family: GLMFamily, nagq: int = 1) -> LaplaceResu
         g = _gradient(f, x, lower)[free]
         if np.max(np.abs(g)) < 1e-7:
             break
-        Hf = _hessian(lambda z: f(_put(x, free, z)), x[free])
+        Hf = _hessian(lambda z, x=x: f(_put(x, free, z)), x[free])
         try:
             step = np.linalg.solve(Hf, g)
         except np.linalg.LinAlgError:

@@ -299,20 +299,16 @@ def parse_response(
 
 
 def _check_offset(val: np.ndarray, expr: str, data: pd.DataFrame, index: pd.Index) -> None:
-    bad = ~np.isfinite(val) & ~np.isnan(val)
-    if bad.any():
-        hint = ""
-        inner = re.match(r"^\s*log\s*\((.*)\)\s*$", expr)
-        if inner is not None:
-            hint = f" The exposure {inner.group(1).strip()!r} must be positive."
-        raise DataError(f"The offset {expr!r} is not finite in {_rows(bad, index)}.{hint}")
-    with np.errstate(invalid="ignore"):
-        nan_from_log = np.isnan(val)
-    inner = re.match(r"^\s*log\s*\((.*)\)\s*$", expr) if isinstance(expr, str) else None
-    if inner is not None and nan_from_log.any():
-        x = _numeric(_evaluate(inner.group(1), data, "exposure"), "exposure")
-        neg = nan_from_log & ~np.isnan(x)
+    """Refuse a non-finite offset; for ``log(exposure)``, name the rows where the exposure is not positive."""
+    inner = re.match(r"^\s*log\s*\((.*)\)\s*$", expr)
+    if inner is not None:
+        x = _numeric(_evaluate(inner.group(1), data, "exposure"), f"exposure {inner.group(1).strip()!r}")
+        neg = ~np.isnan(x) & (x <= 0)
         if neg.any():
             raise DataError(
-                f"The exposure {inner.group(1).strip()!r} in offset {expr!r} must be positive; it is not in {_rows(neg, index)}."
+                f"The exposure {inner.group(1).strip()!r} in the offset {expr!r} must be positive; "
+                f"it is not in {_rows(neg, index)}."
             )
+    bad = np.isinf(val)
+    if bad.any():
+        raise DataError(f"The offset {expr!r} is not finite in {_rows(bad, index)}.")
