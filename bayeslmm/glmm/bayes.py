@@ -34,6 +34,7 @@ from scipy.stats import chi2
 from .. import naming
 from ..design import Design
 from ..errors import BayesLMMError, PriorError
+from ..fitstats import MAX_STORED_VALUES
 from ..inits import reml_initvals
 from ..model import block_effects, fixed_effects, model_coords, prior_rv
 from ..parameterization import CENTERED_THRESHOLD, KAPPA_CONFIDENCE
@@ -238,7 +239,10 @@ def sample_glmm(
     if info.family.has_dispersion:
         var_names.append(naming.DISPERSION)
     diag = diagnose(idata, var_names, settings.tune, settings.target_accept, parameterization=param)
-    return GLMMBayesFit(
+    fit = GLMMBayesFit(
         design=design, glmm=info, priors=prior_set, idata=idata, settings=settings, diagnostics=diag,
         parameterization=param, laplace=start,
     )
+    if design.nobs * fit.params.n_draws <= MAX_STORED_VALUES:
+        fit.store_log_likelihood()  # for loo()/waic()/az.loo
+    return fit

@@ -146,6 +146,45 @@ class GLMMOutputs(MixedFit):
     def _phi(self) -> float:
         return np.inf
 
+    def latent_variance(self) -> np.ndarray:
+        """Per draw, the distribution-specific variance on the latent (link) scale used by :meth:`icc`.
+
+        logit: π²/3 (the standard logistic); probit: 1; cloglog: π²/6 (the
+        standard Gumbel); log link (Poisson): ``log(1 + 1/λ)``, and for the
+        negative binomial ``log(1 + 1/λ + 1/φ)``, with ``λ = exp(mean_i(x_i'β +
+        offset_i) + Σ τ²/2)`` the mean count (Nakagawa, Johnson & Schielzeth 2017).
+
+        Raises
+        ------
+        BayesLMMError
+            For the Poisson identity and sqrt links, which have no latent-scale variance.
+        """
+        link, p = self.glmm.family.link.name, self.params
+        if link in ("logit", "probit", "cloglog"):
+            return np.full(p.n_draws, {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}[link])
+        if link != "log":
+            raise BayesLMMError(
+                f"The ICC is defined on the latent scale of a log link (or a binomial link); this model's link is {link!r}."
+            )
+        fixed = (p.beta @ self.design.X.T).mean(axis=1) + float(np.mean(self.glmm.offset))
+        tau2 = sum((s**2).sum(axis=1) for s in p.sd)
+        lam = np.exp(fixed + 0.5 * tau2)
+        extra = 1.0 / self._phi() if self.glmm.family.has_dispersion else 0.0
+        return np.log1p(1.0 / lam + extra)
+
+    def icc(self, level: float = 0.95, summary: bool = True) -> pd.DataFrame:
+        """Intraclass correlation per grouping factor on the latent scale: τ_k² / (Σ_j τ_j² + σ²_latent).
+
+        σ²_latent is :meth:`latent_variance` (π²/3 for logit, 1 for probit,
+        π²/6 for cloglog, ``log(1 + 1/λ)`` for a log-Poisson model); the τ² are
+        the random-intercept variances, as :func:`bayeslmm.fitstats.icc_draws` defines them.
+        """
+        from .. import fitstats
+        from ..fitbase import draw_table
+
+        latent = replace(self.params, sigma=np.sqrt(self.latent_variance()))
+        return draw_table(self.params, fitstats.icc_draws(self.design, latent), level, "factor", summary)
+
     def predict(
         self,
         newdata: pd.DataFrame | None = None,
@@ -398,6 +437,81 @@ class GLMMBayesFit(GLMMOutputs):
         if naming.DISPERSION in self.idata.posterior:
             return np.asarray(self.idata.posterior[naming.DISPERSION].values, dtype=float).reshape(-1)
         return None
+
+    def pointwise_log_likelihood(self) -> np.ndarray:
+        """``log p(y_i | η_si)`` of every row under every draw, offset included, ``(S, n)``."""
+        from ..paramdraws import Rows, draw_chunks
+
+        fam, out = self.glmm.family, np.empty((self.params.n_draws, self.design.nobs))
+        for sel, eta in draw_chunks(Rows.from_design(self.design), self.params):
+            out[sel] = fam.logpdf(self.design.y, fam.link.linkinv(eta + self.glmm.offset), self.glmm.weights, self._phi())
+        return out
+
+    def store_log_likelihood(self) -> None:
+        """Store :meth:`pointwise_log_likelihood` as ``idata["log_likelihood"]`` (what ``loo``/``waic`` and ArviZ read)."""
+        import xarray as xr
+
+        from .. import naming
+
+        post = self.idata.posterior
+        ll = self.params.to_chains(self.pointwise_log_likelihood())
+        da = xr.DataArray(ll, dims=("chain", "draw", naming.OBS_DIM), coords={
+            "chain": post["chain"].values, "draw": post["draw"].values, naming.OBS_DIM: np.arange(ll.shape[-1])})
+        self.idata["log_likelihood"] = xr.DataTree(xr.Dataset({naming.LIKELIHOOD: da}))
+
+    def loo(self, pointwise: bool = True) -> Any:
+        """PSIS-LOO (:func:`arviz.loo`) from the stored pointwise log-likelihood (binomial rows count as one observation each)."""
+        from .. import fitstats
+
+        return fitstats.psis_loo(self.idata, self.design, self.params, pointwise)
+
+    def waic(self) -> Any:
+        """WAIC from the stored pointwise log-likelihood (:func:`bayeslmm.fitstats.waic`)."""
+        from .. import fitstats
+
+        return fitstats.waic(self.idata, self.design, self.params)
+
+    def r2(self, level: float = 0.95, summary: bool = True) -> pd.DataFrame:
+        """Bayesian R² of a GLM (Gelman, Goodrich, Gabry & Vehtari 2019), per draw.
+
+        With ``μ_si`` the expected response of row i under draw s (response
+        scale, offset included), ``V_μ = var_i(μ_si)`` and the modelled
+        residual variance ``V_e = mean_i Var(y_i | μ_si)`` (``μ(1 − μ)/n_i`` for a
+        proportion of ``n_i`` trials, ``μ`` for a Poisson count, ``μ + μ²/φ`` for the
+        negative binomial): ``conditional = V_μ / (V_μ + V_e)``; ``marginal`` uses the
+        fixed part of μ (group effects at 0) in the numerator over the same denominator.
+        """
+        from ..fitbase import draw_table
+        from ..paramdraws import Rows, linear_predictor
+
+        fam, rows, off = self.glmm.family, Rows.from_design(self.design), self.glmm.offset
+        S = self.params.n_draws
+        cond, marg = np.empty(S), np.empty(S)
+        none = [False] * len(self.design.blocks)
+        step = max(1, 2_000_000 // max(1, self.design.nobs))
+        for a in range(0, S, step):
+            sel = slice(a, min(a + step, S))
+            mu = fam.link.linkinv(linear_predictor(rows, self.params, draws=sel) + off)
+            mu_f = fam.link.linkinv(linear_predictor(rows, self.params, include=none, draws=sel) + off)
+            ve = (fam.variance(mu, self._phi()) / self.glmm.weights).mean(axis=1)
+            total = mu.var(axis=1, ddof=1) + ve
+            cond[sel] = mu.var(axis=1, ddof=1) / total
+            marg[sel] = mu_f.var(axis=1, ddof=1) / total
+        return draw_table(self.params, {"marginal": marg, "conditional": cond}, level, "R2", summary)
+
+    def posterior_predictive(self, random_seed: int | None = None) -> Any:
+        """Add replicated responses ``y_rep`` (proportions or counts) as ``idata.posterior_predictive``; return ``idata``.
+
+        Raises
+        ------
+        PredictionError
+            For a model with an offset (not supported yet).
+        """
+        from .. import fitstats
+
+        if self.glmm.has_offset:
+            raise PredictionError("posterior_predictive() does not take the offset into account yet; this model has one.")
+        return fitstats.add_posterior_predictive(self.idata, self.design, self.params, random_seed)
 
     def _describe(self) -> FitDescription:
         d, s = self.diagnostics, self.settings
