@@ -106,6 +106,12 @@ class LaplaceResult:
         return -0.5 * self.objective
 
 
+def _lower_triangle(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of a q x q lower triangle, column by column (lme4's order of θ)."""
+    cols, rows = np.triu_indices(q)  # (i <= j) row by row is the lower triangle's (j, i) column by column
+    return rows, cols
+
+
 class _SparseFactor:
     """A sparse LU factor of the symmetric positive-definite ``H = Λ'Z'WZΛ + I``: solves and ``log |H|``."""
 
@@ -138,11 +144,11 @@ class LaplaceEngine:
         self.data, self.family = data, family
         n = data.y.shape[0]
         rows, cols, vals = [], [], []
-        self._offsets = []
+        self.offsets = []
         start = 0
         for idx, Z, L in zip(data.group_idx, data.Z, data.n_levels):
             q = Z.shape[1]
-            self._offsets.append(start)
+            self.offsets.append(start)
             for j in range(q):
                 rows.append(np.arange(n))
                 cols.append(start + idx * q + j)
@@ -152,20 +158,19 @@ class LaplaceEngine:
         self.Zs = sparse.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, start)
         ) if rows else sparse.csr_matrix((n, 0))
-        # θ layout: per block the lower triangle of T, column by column (lme4's order)
-        self._tri = [np.tril_indices(q)[::-1] for q in data.q]  # (col, row) pairs sorted column-major below
-        self._tri = [tuple(np.array(sorted(zip(c, r))).T[::-1]) for c, r in self._tri]
+        #: per block, the (row, column) indices of T's lower triangle in θ's order
+        self.tri = [_lower_triangle(q) for q in data.q]
         self.n_theta = sum(q * (q + 1) // 2 for q in data.q)
         self.theta_lower = np.concatenate(
-            [np.where(r == c, 0.0, -np.inf) for r, c in self._tri]
-        ) if self._tri else np.zeros(0)
+            [np.where(r == c, 0.0, -np.inf) for r, c in self.tri]
+        ) if self.tri else np.zeros(0)
         self._u = np.zeros(self.n_u)
 
     # -- Λ -------------------------------------------------------------------
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
         """Per block the lower-triangular relative factor T (b = (I ⊗ T) u per level)."""
         out, k = [], 0
-        for q, (r, c) in zip(self.data.q, self._tri):
+        for q, (r, c) in zip(self.data.q, self.tri):
             T = np.zeros((q, q))
             m = len(r)
             T[r, c] = theta[k:k + m]
@@ -345,7 +350,7 @@ def fit_laplace(data: GLMMData, family: GLMFamily, nagq: int = 1) -> LaplaceResu
     engine = LaplaceEngine(data, family)
     t, p = engine.n_theta, data.X.shape[1]
     beta0 = glm_start(data, family)
-    theta0 = np.concatenate([np.where(r == c, 1.0, 0.0) for r, c in engine._tri]) if t else np.zeros(0)
+    theta0 = np.concatenate([np.where(r == c, 1.0, 0.0) for r, c in engine.tri]) if t else np.zeros(0)
     extra = [0.0] if family.has_dispersion else []
     x0 = np.concatenate([theta0, beta0, extra])
     lower = np.concatenate([engine.theta_lower, np.full(p + len(extra), -np.inf)])
@@ -399,7 +404,7 @@ def fit_laplace(data: GLMMData, family: GLMFamily, nagq: int = 1) -> LaplaceResu
     cond_var = np.einsum("ij,jk,ik->i", Lam, Hinv, Lam)
     b = Lam @ u
     ranef, condsd, sds, cors = [], [], [], []
-    for off, L, q, T in zip(engine._offsets, data.n_levels, data.q, engine.factors(theta)):
+    for off, L, q, T in zip(engine.offsets, data.n_levels, data.q, engine.factors(theta)):
         ranef.append(b[off:off + L * q].reshape(L, q))
         condsd.append(np.sqrt(np.maximum(cond_var[off:off + L * q], 0.0)).reshape(L, q))
         S = T @ T.T
