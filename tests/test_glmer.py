@@ -259,3 +259,19 @@ def test_unknown_family_and_link():
         bayeslmm.glmer("incidence ~ period + (1 | herd)", cbpp(), family="gamma", method="Laplace")
     with pytest.raises(BayesLMMError, match="accepts the links"):
         bayeslmm.glmer("incidence ~ period + (1 | herd)", cbpp(), family="poisson", link="logit", method="Laplace")
+
+
+def test_missing_values_drop_the_same_rows():
+    """A missing trial count or predictor drops that row, with the usual warning; the fit equals the fit without it."""
+    d = cbpp()
+    d["size"] = d["size"].astype(float)
+    d.loc[d.index[4], "size"] = np.nan
+    d["period"] = d["period"].astype(object)
+    d.loc[d.index[10], "period"] = None
+    with pytest.warns(bayeslmm.DataWarning, match="2"):
+        fit = bayeslmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, method="Laplace")
+    ref = bayeslmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp().drop(index=[4, 10]),
+                         method="Laplace")
+    assert fit.nobs() == 54
+    assert list(fit.fitted().index) == list(ref.fitted().index)
+    np.testing.assert_allclose(fit.fixef()["Estimate"], ref.fixef()["Estimate"], rtol=1e-10)
