@@ -75,6 +75,12 @@ def test_cbpp_outputs(cbpp_nuts):
     assert len(np.asarray(lo_.elpd_i)) == 56
     assert "Family: binomial  ( logit )" in str(fit.summary())
     assert "herd" in fit.parameterization
+    # posterior predictive draws are numbers of cases, on the scale of the observed data
+    yrep = np.asarray(fit.posterior_predictive(random_seed=1).posterior_predictive["y"].values)
+    obs = np.asarray(fit.idata.observed_data["y"].values)
+    assert yrep.shape[-1] == obs.shape[-1] == 56
+    assert np.all(yrep == np.round(yrep)) and np.all(yrep <= cbpp()["size"].to_numpy())
+    np.testing.assert_array_equal(obs, cbpp()["incidence"].to_numpy())
 
 
 def test_poisson_offset_and_slopes(sim_poisson):

@@ -500,7 +500,10 @@ class GLMMBayesFit(GLMMOutputs):
         return draw_table(self.params, {"marginal": marg, "conditional": cond}, level, "R2", summary)
 
     def posterior_predictive(self, random_seed: int | None = None) -> Any:
-        """Add replicated responses ``y_rep`` (proportions or counts) as ``idata.posterior_predictive``; return ``idata``.
+        """Add replicated responses ``y_rep`` as ``idata.posterior_predictive``; return ``idata``.
+
+        ``y_rep`` is on the scale of ``idata.observed_data``: numbers of successes
+        (binomial, Bernoulli) or counts, so ArviZ's PPC plots compare like with like.
 
         Raises
         ------
@@ -511,7 +514,14 @@ class GLMMBayesFit(GLMMOutputs):
 
         if self.glmm.has_offset:
             raise PredictionError("posterior_predictive() does not take the offset into account yet; this model has one.")
-        return fitstats.add_posterior_predictive(self.idata, self.design, self.params, random_seed)
+        from .. import naming
+
+        idata = fitstats.add_posterior_predictive(self.idata, self.design, self.params, random_seed)
+        if self.glmm.family.is_binomial:
+            pp = idata["posterior_predictive"].to_dataset()
+            pp[naming.LIKELIHOOD] = np.round(pp[naming.LIKELIHOOD] * self.glmm.weights)
+            idata["posterior_predictive"] = type(idata["posterior_predictive"])(pp)
+        return idata
 
     def _describe(self) -> FitDescription:
         d, s = self.diagnostics, self.settings
