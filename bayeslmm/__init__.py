@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 #: Public name -> (submodule, attribute; None for the submodule itself).
 _LAZY: dict[str, tuple[str, str | None]] = {
     "lmer": ("api", "lmer"),
+    "glmer": ("glmm.entry", "glmer"),
     "load": ("io", "load"),
     "simulate": ("simulate", "simulate"),
     "compare_models": ("fitstats", "compare_models"),
@@ -46,6 +47,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 __all__ = [
     "lmer",
+    "glmer",
     "load",
     "simulate",
     "compare_models",

@@ -6,6 +6,7 @@ from typing import Any
 from collections.abc import Mapping
 
 from . import stages
+from .errors import BayesLMMError
 from .parameterization import plan_parameterization
 from .priors import make_priors
 from .reml_fit import fit_frequentist
@@ -33,6 +34,7 @@ def lmer(
     init: str = "reml",
     collapse: bool | None = None,
     formula_env: str = "caller",
+    family: str = "gaussian",
 ):
     """Fit a linear mixed model written as an lme4 formula.
 
@@ -98,10 +100,19 @@ def lmer(
         sampling); ``True``: require it; ``False``: sample the full model.
         ``fit.parameterization`` records what was used.
 
+    family
+        ``"gaussian"`` only; any other family raises an error pointing to
+        :func:`bayeslmm.glmer`, as lme4's ``lmer`` points to ``glmer``.
+
     Returns
     -------
     BayesFit or REMLFit
     """
+    if not (isinstance(family, str) and family.lower() == "gaussian"):
+        raise BayesLMMError(
+            f"lmer fits Gaussian responses; for family={family!r} use bayeslmm.glmer(formula, data, "
+            f"family={family!r}), as lme4's glmer."
+        )
     method = stages.check_method(method)
     env, closed = stages.formula_environment(formula_env, frames_up=1)
     design = stages.model_design(formula, data, na_action=na_action, env=env, closed=closed)

@@ -19,6 +19,8 @@ SLOPE_DIM = "slope"
 
 # Residual -------------------------------------------------------------------------
 SIGMA = "sigma"
+DISPERSION = "phi"
+"""The negative binomial's dispersion φ (Var = μ + μ²/φ); also its prior key."""
 OBS_DIM = "obs"
 LIKELIHOOD = "y"
 MARGINAL_LIKELIHOOD = "y_marginal"

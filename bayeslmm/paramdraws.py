@@ -239,7 +239,9 @@ class ParamDraws:
             ranef.append(get(naming.ranef(b.label), b.n_levels, b.q))
             sd.append(get(naming.sd(b.label), b.q))
             cor.append(get(naming.cor(b.label), b.q, b.q) if b.q > 1 else np.ones((S, 1, 1)))
-        return cls(beta, get(naming.SIGMA), tuple(ranef), tuple(sd), tuple(cor), chains, family)
+        # a GLMM has no residual sd: its draws are 1 (the array core's σ is then unused)
+        sigma = get(naming.SIGMA) if naming.SIGMA in post else np.ones(S)
+        return cls(beta, sigma, tuple(ranef), tuple(sd), tuple(cor), chains, family)
 
     @classmethod
     def point(

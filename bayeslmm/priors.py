@@ -137,6 +137,10 @@ class Priors:
         """Prior of the residual sd."""
         return self._find("sigma", None, None)
 
+    def phi(self) -> Prior:
+        """Prior of the negative binomial's dispersion φ (GLMMs)."""
+        return self._find("phi", None, None)
+
     def sd(self, block: str, term: str) -> Prior:
         """Prior of the sd of ``term`` in block ``block``."""
         return self._find("sd", block, term)
@@ -157,7 +161,7 @@ class Priors:
         for e in self.entries:
             rows.append(
                 {
-                    "class": {"fixed": "b", "sigma": "sigma", "sd": "sd", "cor": "cor"}[e.cls],
+                    "class": {"fixed": "b", "sigma": "sigma", "sd": "sd", "cor": "cor", "phi": "phi"}[e.cls],
                     "group": e.block or "",
                     "coef": e.term or "",
                     "prior": str(e.prior),
@@ -237,6 +241,8 @@ def _override_targets(design: Design, priors: Priors) -> dict[str, list[int]]:
             keys = [e.term]
         elif e.cls == "sigma":
             keys = [naming.SIGMA_KEY]
+        elif e.cls == "phi":
+            keys = [naming.DISPERSION]
         elif e.cls == "sd":
             block = next(b for b in design.blocks if b.label == e.block)
             keys = [b_key for b_key in {block.factor, block.label}]
@@ -251,7 +257,7 @@ def _override_targets(design: Design, priors: Priors) -> dict[str, list[int]]:
     return targets
 
 
-def make_priors(design: Design, overrides: Mapping[str, Any] | None = None) -> Priors:
+def make_priors(design: Design, overrides: Mapping[str, Any] | None = None, defaults: Priors | None = None) -> Priors:
     """Default priors with the user's overrides merged in.
 
     Parameters
@@ -262,6 +268,8 @@ def make_priors(design: Design, overrides: Mapping[str, Any] | None = None) -> P
         ``{key: Prior or dict}``. Keys: a fixed term (``"Days"``), ``"sigma"``,
         a grouping factor or block label (``"Subject"``) for all its sds, one
         sd (``"Days|Subject"``, ``"1|Subject"``), or ``"cor|Subject"``.
+    defaults
+        The default priors to start from (a GLMM's link-scale defaults); None: :func:`default_priors`.
 
     Returns
     -------
@@ -272,7 +280,7 @@ def make_priors(design: Design, overrides: Mapping[str, Any] | None = None) -> P
     PriorError
         For an unknown key or a distribution that does not fit the parameter.
     """
-    priors = default_priors(design)
+    priors = default_priors(design) if defaults is None else defaults
     if not overrides:
         return priors
     if not isinstance(overrides, Mapping):
@@ -290,7 +298,8 @@ def make_priors(design: Design, overrides: Mapping[str, Any] | None = None) -> P
 
 
 def _check_support(entry: PriorEntry, prior: Prior, key: str) -> None:
-    allowed = {"fixed": REAL_DISTS, "sigma": POSITIVE_DISTS, "sd": POSITIVE_DISTS, "cor": CORR_DISTS}[entry.cls]
+    allowed = {"fixed": REAL_DISTS, "sigma": POSITIVE_DISTS, "sd": POSITIVE_DISTS, "cor": CORR_DISTS,
+               "phi": POSITIVE_DISTS}[entry.cls]
     if prior.dist not in allowed:
         raise PriorError(
             f"The prior {prior} for {key!r} does not fit a {entry.cls} parameter; use one of {sorted(allowed)}."

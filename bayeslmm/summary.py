@@ -116,7 +116,9 @@ def random_effects_block(
                 c = cor_rows[(cor_rows["grp"] == b.label) & (cor_rows["var1"] == b.terms[j]) & (cor_rows["var2"] == term)]
                 corr.append(f"{c['sdcor'].iloc[0]:.2f}" if len(c) else "")
             rows.append(row(b.label if k == 0 else "", term, r, " ".join(corr)))
-    rows.append(row("Residual", "", varcorr[varcorr["grp"] == "Residual"].iloc[0], ""))
+    residual = varcorr[varcorr["grp"] == "Residual"]
+    if len(residual):  # a GLMM's VarCorr has no residual row
+        rows.append(row("Residual", "", residual.iloc[0], ""))
     df = pd.DataFrame(rows)
     if not (df["Corr"] != "").any():
         df = df.drop(columns="Corr")
@@ -188,7 +190,7 @@ class ModelSummary:
         return _format_table(self.random, joint=joint)
 
     def _fixed_text(self) -> pd.DataFrame:
-        stat = ("Rhat", "Bulk_ESS", "Tail_ESS", "t value", "z value", "df", "Pr(>|t|)", "pd", "")
+        stat = ("Rhat", "Bulk_ESS", "Tail_ESS", "t value", "z value", "df", "Pr(>|t|)", "Pr(>|z|)", "pd", "")
         joint = tuple(c for c in self.fixed.columns if c not in stat)
         out = _format_table(self.fixed, joint=joint)
         out.index = [str(i) for i in self.fixed.index]
