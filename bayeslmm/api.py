@@ -16,7 +16,7 @@ from .errors import BayesLMMError
 from .formula import parse_formula
 from .inits import reml_initvals
 from .model import build_model
-from .parameterization import plan_parameterization
+from .parameterization import full_model_parameterization, fully_collapsed, partly_collapsed, plan_parameterization
 from .priors import make_priors
 from .reml import REMLResult
 from .transforms import closed_namespace, fallback_namespace
@@ -187,12 +187,24 @@ def lmer(
     param = plan_parameterization(design, collapse, parameterization)
     if init not in ("reml", "prior"):
         raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
-    start = _reml_start(design, "collapsed" in param.values()) if init == "reml" else None
-    if "collapsed" in param.values():
+    start = _reml_start(design, fully_collapsed(param)) if init == "reml" else None
+    crossed = None
+    if partly_collapsed(param) and settings.sampler in ("pymc", "nutpie"):
+        from .crossed.posterior import CrossedPosterior  # imports numba only when needed
+
+        crossed = CrossedPosterior.build(design, prior_set, param)
+    if partly_collapsed(param) and crossed is None:  # a prior or sampler the compiled posterior lacks: the full model
+        param = full_model_parameterization(design, param)
+    if fully_collapsed(param):
         from .collapsed.sample import sample_collapsed_model  # imports numba only when needed
 
         model_factory = partial(build_collapsed_model, design, prior_set)
         idata = sample_collapsed_model(design, prior_set, model_factory, settings, start)
+    elif crossed is not None:
+        from .crossed.posterior import sample_crossed_model
+
+        model_factory = partial(build_model, design, prior_set, full_model_parameterization(design, param))
+        idata = sample_crossed_model(crossed, settings, start)
     else:
         model = build_model(design, prior_set, param)
         model_factory = partial(_built, model)

@@ -30,6 +30,7 @@ from . import naming
 from .design import Design
 from .errors import BayesLMMError
 from .model import build_model
+from .parameterization import full_model_parameterization, fully_collapsed, partly_collapsed
 from .paramdraws import ParamDraws, Rows, linear_predictor
 from .priors import Priors
 from .sampling import SamplerSettings, run_nuts
@@ -67,11 +68,18 @@ def sample_posterior(design: Design, priors: Priors, parameterization: dict[str,
             start = fit_reml(design, "REML", condvar=False)
     except BayesLMMError:
         start = None
-    if "collapsed" in parameterization.values():
+    if fully_collapsed(parameterization):
         from .collapsed import build_collapsed_model
         from .collapsed.sample import sample_collapsed_model
 
         return sample_collapsed_model(design, priors, partial(build_collapsed_model, design, priors), settings, start)
+    if partly_collapsed(parameterization):
+        from .crossed.posterior import CrossedPosterior, sample_crossed_model
+
+        crossed = CrossedPosterior.build(design, priors, parameterization)
+        if crossed is not None and settings.sampler in ("pymc", "nutpie"):
+            return sample_crossed_model(crossed, settings, start)
+        parameterization = full_model_parameterization(design, parameterization)
     from .inits import reml_initvals
 
     model = build_model(design, priors, parameterization)
