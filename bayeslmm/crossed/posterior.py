@@ -11,15 +11,17 @@ full model's named variables, drawing the integrated block's effects exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import xarray as xr
 
 from .. import naming
 from ..collapsed.densities import LOG, PriorSpec, prior_spec, spec_arrays
 from ..collapsed.posterior import FixedMap
-from ..design import Design
+from ..design import BlockDesign, Design
 from ..inits import reml_initvals
 from ..model import model_coords
 from ..parameterization import moment_estimates
@@ -29,12 +31,118 @@ from ..sampling import DENSE_MASS_MAX_DIM, SamplerSettings, sample_target
 from .kernel import integrated_draws, log_posterior
 from .structure import CrossedStructure, crossed_structure
 
-__all__ = ["CrossedPosterior", "sample_crossed_model"]
+__all__ = ["CrossedStats", "crossed_stats", "CrossedPosterior", "sample_crossed_model"]
 
+#: The name of an intercept term.
+INTERCEPT_TERM = "(Intercept)"
 #: Floor on starting sds, relative to the default prior scale sd(y)/sd(z).
 _SD_FLOOR = 0.05
 #: Draws per call of the compiled exact-draw pass (bounds its memory to one residual vector per call).
 _DRAW_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class CrossedStats:
+    """The cross-products the crossed posterior reads, computed once from the rows.
+
+    With M = [X, Z_1, ..., Z_K] (the fixed-effect columns and the sampled
+    blocks' term columns, one column per level), z_a the integrated block's
+    term column and e = y − Xβ₀ (β₀ the least-squares fit):
+
+    Attributes
+    ----------
+    n
+        Number of rows.
+    beta0
+        β₀.
+    ee
+        e'e.
+    Me
+        M'e.
+    MM
+        M'M in CSR form, ``(indptr, indices, data)``.
+    Ae
+        Z_a'e, per level of the integrated block.
+    AM
+        Z_a'M in CSR form.
+    H
+        Per level of the integrated block, Σ z_a².
+    counts
+        Per level of the integrated block, its number of rows.
+    """
+
+    n: int
+    beta0: np.ndarray
+    ee: float
+    Me: np.ndarray
+    MM: tuple[np.ndarray, np.ndarray, np.ndarray]
+    Ae: np.ndarray
+    AM: tuple[np.ndarray, np.ndarray, np.ndarray]
+    H: np.ndarray
+    counts: np.ndarray
+
+
+def _csr(A: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    A = sp.csr_matrix(A)
+    A.sum_duplicates()
+    A.sort_indices()
+    return A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data.astype(float)
+
+
+def _term_columns(block: BlockDesign) -> sp.csr_matrix:
+    """The block's one term as a sparse (n, levels) matrix: z_i at column g_i."""
+    n = block.group_idx.shape[0]
+    return sp.csr_matrix((np.asarray(block.Z[:, 0], dtype=float), (np.arange(n), block.group_idx)), shape=(n, block.n_levels))
+
+
+def crossed_stats(design: Design, structure: CrossedStructure) -> CrossedStats:
+    """Compute :class:`CrossedStats` in one pass of sparse products over the rows."""
+    X = np.asarray(design.X, dtype=float)
+    y = np.asarray(design.y, dtype=float)
+    beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    e = y - X @ beta0
+    M = sp.hstack([sp.csr_matrix(X)] + [_term_columns(design.blocks[k]) for k in structure.sampled], format="csr")
+    a = design.blocks[structure.integrated]
+    Za = _term_columns(a)
+    z = np.asarray(a.Z[:, 0], dtype=float)
+    return CrossedStats(
+        n=design.nobs, beta0=beta0, ee=float(e @ e), Me=np.asarray(M.T @ e, dtype=float), MM=_csr(M.T @ M),
+        Ae=np.asarray(Za.T @ e, dtype=float), AM=_csr(Za.T @ M),
+        H=np.bincount(a.group_idx, weights=z * z, minlength=a.n_levels),
+        counts=np.bincount(a.group_idx, minlength=a.n_levels).astype(float),
+    )
+
+
+def _hierarchy(design: Design, structure: CrossedStructure, noncentered: np.ndarray, has_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per sampled block, the parent it is hierarchically centered on, and each effect's parent level (flat over the blocks).
+
+    Only centered intercept blocks take part. A block's parent is the centered
+    intercept block with the most levels, fewer than its own, in which its
+    factor is nested (every level inside one parent level, judged from the
+    data); failing that the intercept (-1) if the model has one; else none (-2).
+    """
+    blocks = design.blocks
+    sampled = structure.sampled
+    eligible = [not noncentered[j] and blocks[k].terms[0] == INTERCEPT_TERM for j, k in enumerate(sampled)]
+    parent = np.full(len(sampled), -2, dtype=np.int64)
+    plevel = np.full(sum(blocks[k].n_levels for k in sampled), -1, dtype=np.int64)
+    at = 0
+    for j, k in enumerate(sampled):
+        b = blocks[k]
+        if eligible[j]:
+            candidates = sorted((blocks[kk].n_levels, jj) for jj, kk in enumerate(sampled)
+                                if eligible[jj] and blocks[kk].n_levels < b.n_levels)
+            for _, jj in reversed(candidates):
+                up = np.full(b.n_levels, -1, dtype=np.int64)
+                up[b.group_idx] = blocks[sampled[jj]].group_idx
+                if np.array_equal(up[b.group_idx], blocks[sampled[jj]].group_idx) and up.min() >= 0:
+                    parent[j] = jj
+                    plevel[at : at + b.n_levels] = up
+                    break
+            else:
+                parent[j] = -1 if has_intercept else -2
+        at += b.n_levels
+    return parent, plevel
 
 
 class CrossedPosterior:
@@ -69,21 +177,17 @@ class CrossedPosterior:
         codes = np.concatenate([codes, np.zeros(pad, dtype=np.int64)])
         transforms = np.concatenate([transforms, np.zeros(pad, dtype=np.int64)])
         prm = np.vstack([prm, np.zeros((pad, 5))])
-        a = blocks[structure.integrated]
-        n = design.nobs
-        za = np.ascontiguousarray(a.Z[:, 0], dtype=float)
-        ga = np.ascontiguousarray(a.group_idx, dtype=np.int64)
-        Ha = np.bincount(ga, weights=za * za, minlength=a.n_levels)
-        na = np.bincount(ga, minlength=a.n_levels).astype(float)
-        zs = np.ascontiguousarray(np.array([blocks[k].Z[:, 0] for k in sampled], dtype=float).reshape(len(sampled), n))
-        gs = np.ascontiguousarray(np.array([blocks[k].group_idx for k in sampled], dtype=np.int64).reshape(len(sampled), n))
+        self.stats = crossed_stats(design, structure)
         fx = self.fixed
         self._head = (p, fx.centered, fx.idx, fx.slope_index, fx.xbar)
         self._prior = (codes, transforms, prm)
-        self._layout = (self.sd_of_block[list(sampled)], int(self.sd_of_block[structure.integrated]), self.eff_off, self.noncentered)
-        self._data = (np.ascontiguousarray(design.X, dtype=float), np.ascontiguousarray(design.y, dtype=float), zs, gs, za, ga, Ha)
-        self._na = na
-        self._levels = a.n_levels
+        eff_len = np.array(sizes, dtype=np.int64)
+        # hierarchical centering of the centered intercept blocks (kernel.log_posterior)
+        self.intercept_coordinate = (0 if centered else int(idx)) if idx is not None else -1
+        self.parent, self.plevel = _hierarchy(design, structure, self.noncentered, self.intercept_coordinate >= 0)
+        self._layout = (self.sd_of_block[list(sampled)], int(self.sd_of_block[structure.integrated]), self.eff_off, eff_len,
+                        self.noncentered, self.intercept_coordinate, self.parent, self.plevel)
+        self._levels = blocks[structure.integrated].n_levels
         self.coords = model_coords(design)
         self.dims: dict[str, tuple[str, ...]] = {
             naming.INTERCEPT_CENTERED: (),
@@ -127,7 +231,9 @@ class CrossedPosterior:
 
     def logp_dlogp(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Log posterior density (up to a constant) and its gradient at one unconstrained point."""
-        return log_posterior(theta, *self._head, *self._prior, *self._layout, *self._data, self._na, self._levels)
+        st = self.stats
+        return log_posterior(theta, *self._head, *self._prior, *self._layout, st.beta0, st.ee, st.Me, *st.MM, st.Ae, *st.AM,
+                             st.H, st.counts, float(st.n))
 
     def _value(self, theta: np.ndarray, position: int) -> np.ndarray:
         return self.specs[position].backward_array(theta[:, position])
@@ -148,14 +254,22 @@ class CrossedPosterior:
         blocks = self.design.blocks
         for k, b in enumerate(blocks):
             out[naming.sd(b.label)] = self._value(theta, int(self.sd_of_block[k]))[:, None]
+        at = 0
         for j, k in enumerate(self.structure.sampled):
-            lo = int(self.eff_off[j])
-            u = theta[:, lo : lo + blocks[k].n_levels]
-            out[naming.ranef(blocks[k].label)] = (u * out[naming.sd(blocks[k].label)] if self.noncentered[j] else u)[:, :, None]
+            lo, nl = int(self.eff_off[j]), blocks[k].n_levels
+            u = theta[:, lo : lo + nl]
+            if self.noncentered[j]:
+                u = u * out[naming.sd(blocks[k].label)]
+            elif self.parent[j] == -1:
+                u = u - fixed_values[:, self.intercept_coordinate : self.intercept_coordinate + 1]
+            elif self.parent[j] >= 0:
+                u = u - theta[:, int(self.eff_off[self.parent[j]]) + self.plevel[at : at + nl]]
+            out[naming.ranef(blocks[k].label)] = u[:, :, None]
+            at += nl
         noise = rng.standard_normal((S, self._levels))
         parts = [
             integrated_draws(theta[s : s + _DRAW_CHUNK], noise[s : s + _DRAW_CHUNK], *self._head, self._prior[1], self._prior[2],
-                             *self._layout, *self._data, self._levels)
+                             *self._layout, self.stats.beta0, self.stats.Ae, *self.stats.AM, self.stats.H)
             for s in range(0, S, _DRAW_CHUNK)
         ]
         out[naming.ranef(blocks[self.structure.integrated].label)] = np.concatenate(parts)[:, :, None]
@@ -183,11 +297,18 @@ class CrossedPosterior:
             sd = max(sd, _SD_FLOOR * sy / float(design.moments.z_scale[k][0]))
             sds.append(sd)
             theta[self.sd_of_block[k]] = self._coordinate(int(self.sd_of_block[k]), sd)
-        for j, k in enumerate(self.structure.sampled):
-            b = design.blocks[k]
+        sampled = self.structure.sampled
+        first = np.concatenate([[0], np.cumsum([design.blocks[k].n_levels for k in sampled])]).astype(int)
+        for j in sorted(range(len(sampled)), key=lambda j: design.blocks[sampled[j]].n_levels):  # parents first
+            b = design.blocks[sampled[j]]
             modes = np.asarray(init.get(naming.ranef(b.label), np.zeros((b.n_levels, 1))), dtype=float).reshape(b.n_levels)
-            lo = int(self.eff_off[j])
-            theta[lo : lo + b.n_levels] = modes / sds[k] if self.noncentered[j] else modes
+            if self.noncentered[j]:
+                modes = modes / sds[sampled[j]]
+            elif self.parent[j] == -1:
+                modes = modes + values[self.intercept_coordinate]
+            elif self.parent[j] >= 0:
+                modes = modes + theta[int(self.eff_off[self.parent[j]]) + self.plevel[first[j] : first[j + 1]]]
+            theta[int(self.eff_off[j]) : int(self.eff_off[j]) + b.n_levels] = modes
         return theta
 
     def _coordinate(self, position: int, value: float) -> float:
