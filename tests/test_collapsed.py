@@ -581,10 +581,10 @@ def test_defaults_give_no_divergences_and_record_the_choice():
         fit = bayes_fit(name)
         assert fit.diagnostics.divergences == 0, name
     assert bayes_fit("pastes").parameterization == {"cask:batch": "collapsed", "batch": "collapsed"}
-    pen = bayes_fit("penicillin")  # crossed: the full model
+    pen = bayes_fit("penicillin")  # crossed: the plates integrated out, the samples sampled (bayeslmm.crossed)
     assert set(pen.parameterization) == {"plate", "sample"}
-    assert set(pen.parameterization.values()) <= {"centered", "noncentered"}
-    assert "collapsed" not in pen.summary().footer[0]
+    assert pen.parameterization["plate"] == "collapsed" and pen.parameterization["sample"] in {"centered", "noncentered"}
+    assert "crossed (group effects of plate integrated out)" in pen.summary().footer[0]
     assert "collapsed" in bayes_fit("pastes").summary().footer[0]
 
 
