@@ -134,7 +134,9 @@ def test_plan_parameterization():
     assert plan_parameterization(sleep, collapse=False) == {"Subject": "centered"}  # 10 days per subject
     assert plan_parameterization(sleep, requested={"Subject": "noncentered"}) == {"Subject": "noncentered"}
     pen = design_for(*shared("penicillin"))
-    assert set(plan_parameterization(pen).values()) <= {"centered", "noncentered"}
+    assert set(plan_parameterization(pen, collapse=False).values()) <= {"centered", "noncentered"}
+    # crossed: the largest factor integrated out, the other sampled (bayeslmm.crossed; tests/test_crossed.py)
+    assert plan_parameterization(pen)["plate"] == "collapsed"
     with pytest.raises(bayeslmm.BayesLMMError, match="cannot be integrated out"):
         plan_parameterization(pen, collapse=True)
     with pytest.raises(bayeslmm.BayesLMMError, match="applies to the full model"):
