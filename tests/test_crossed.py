@@ -52,9 +52,10 @@ def simulated(seed: int = 3) -> pd.DataFrame:
 
 def _fit(formula: str, data: pd.DataFrame, **kwargs):
     opts = dict(draws=1000, tune=1000, chains=4, random_seed=20261129, progressbar=False)
+    opts.update(kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bayeslmm.lmer(formula, data, **opts, **kwargs)
+        return bayeslmm.lmer(formula, data, **opts)
 
 
 @pytest.fixture(scope="module")
