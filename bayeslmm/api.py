@@ -97,8 +97,10 @@ def lmer(
         ``None`` (default): integrate the group effects out when every block
         belongs to one grouping factor or to two nested ones (the collapsed
         Gaussian likelihood; group effects are then drawn exactly after
-        sampling); ``True``: require it; ``False``: sample the full model.
-        ``fit.parameterization`` records what was used.
+        sampling); ``True``: require it, and for crossed factors with one
+        scalar term each integrate the largest factor's effects out and sample
+        the rest (:mod:`bayeslmm.crossed`, ``docs/crossed.md``); ``False``:
+        sample the full model. ``fit.parameterization`` records what was used.
 
     family
         ``"gaussian"`` only; any other family raises an error pointing to
@@ -130,6 +132,7 @@ def lmer(
     )
     prior_set = make_priors(design, priors)
     param = plan_parameterization(design, collapse, parameterization)
+    param = stages.runnable_parameterization(design, prior_set, param, settings)
     start = stages.start_values(design, param, init)
     factory = stages.model_factory(design, prior_set, param)
     idata = stages.sample(design, prior_set, param, factory, settings, start)

@@ -170,6 +170,7 @@ def _read_meta(tree: xr.DataTree, source: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 def _restore_bayes(meta: dict[str, Any], design: Design, tree: xr.DataTree):
     from .model import build_model
+    from .parameterization import full_model_parameterization, fully_collapsed
     from .results import BayesFit
     from .sampling import Diagnostics, SamplerSettings
     from .verify import check_loglik, check_posterior
@@ -188,12 +189,12 @@ def _restore_bayes(meta: dict[str, Any], design: Design, tree: xr.DataTree):
         raise PersistenceError("The saved diagnostics do not match the number of chains and draws of the posterior.")
     check_loglik(design, idata, meta.get("loglik"))
     try:
-        if "collapsed" in param.values():
+        if fully_collapsed(param):
             from .collapsed import build_collapsed_model
 
             model = build_collapsed_model(design, priors)
         else:
-            model = build_model(design, priors, param)
+            model = build_model(design, priors, full_model_parameterization(design, param))
     except Exception as exc:  # untrusted priors may still be rejected by PyMC
         raise PersistenceError(f"The saved priors do not build a model: {type(exc).__name__}: {exc}") from None
     return BayesFit(design=design, priors=priors, model_factory=lambda: model, idata=idata, settings=settings,

@@ -29,6 +29,12 @@ funnel. So the choice uses κ at the lower 99% confidence limit of τ̂²
 
 centered when κ_low ≥ 1. With J = 5 or 6 levels that asks for κ ≳ 3, with
 J = 18 (sleepstudy) κ ≳ 2; ``docs/collapsed.md`` gives the evidence for the rule.
+
+A design with crossed factors cannot be collapsed as a whole, but the effects
+of its largest factor can be integrated out given the others
+(:mod:`bayeslmm.crossed`): that block is then ``"collapsed"`` and the rest
+centered or non-centered by the rule above (:func:`fully_collapsed` and
+:func:`partly_collapsed` tell the two kinds of plan apart).
 """
 
 from __future__ import annotations
@@ -40,16 +46,22 @@ import numpy as np
 from scipy.stats import chi2
 
 from .collapsed.structure import MAX_Q, can_collapse
+from .crossed.structure import crossed_structure
 from .design import BlockDesign, Design
 from .errors import BayesLMMError
 from .groupwise import group_least_squares, group_products
 
-__all__ = ["Moments", "moment_estimates", "choose_parameterization", "plan_parameterization", "CENTERED_THRESHOLD"]
+__all__ = [
+    "Moments", "moment_estimates", "choose_parameterization", "plan_parameterization", "CENTERED_THRESHOLD", "COLLAPSED",
+    "fully_collapsed", "partly_collapsed", "full_model_parameterization",
+]
 
 #: κ_low at or above which a block is sampled centered.
 CENTERED_THRESHOLD = 1.0
 #: Confidence level of the lower limit of τ̂² at which κ_low is taken.
 KAPPA_CONFIDENCE = 0.99
+#: The plan value of a block whose group effects are integrated out.
+COLLAPSED = "collapsed"
 _SWEEPS = 8
 _RIDGE = 1e-8
 
@@ -137,14 +149,23 @@ def plan_parameterization(
 ) -> dict[str, str]:
     """Per block label: ``"collapsed"``, ``"centered"`` or ``"noncentered"``.
 
+    Every block is ``"collapsed"`` when the design collapses as a whole
+    (:mod:`bayeslmm.collapsed`). With crossed factors and ``collapse=True``,
+    the block of the largest factor is ``"collapsed"`` and the others get the
+    automatic choice, when :func:`bayeslmm.crossed.crossed_structure` allows it
+    (:mod:`bayeslmm.crossed`). By default (``collapse=None``) crossed designs get
+    the full model: on InstEval-shaped data the crossed posterior still diverges
+    more often than the full model (``docs/crossed.md``), so it is asked for, not assumed.
+
     Parameters
     ----------
     design
         The design.
     collapse
-        True: integrate the group effects out (an error if the design does not
-        allow it); False: the full model; None: collapse when the design allows
-        it and no ``requested`` parameterization asks for the full model.
+        True: integrate the group effects out, all of them or, for crossed
+        factors, the largest factor's (an error if the design allows neither);
+        False: the full model; None: collapse when the design collapses as a
+        whole and no ``requested`` parameterization asks for the full model.
     requested
         ``{block label: "centered" | "noncentered"}`` for the full model;
         other blocks get the automatic choice of
@@ -167,18 +188,42 @@ def plan_parameterization(
     if collapse not in (None, True, False):
         raise BayesLMMError(f"collapse must be True, False or None (automatic), got {collapse!r}.")
     possible = can_collapse(design)
-    if collapse is True and not possible:
+    crossed = crossed_structure(design) if collapse is True and not possible else None
+    if collapse is True and not possible and crossed is None:
         raise BayesLMMError(
             f"The group effects of {design.parsed.text!r} cannot be integrated out: that needs one grouping factor, "
-            f"or two nested ones, with at most {MAX_Q} terms each. Use collapse=None or False for the full model."
+            f"or two nested ones, with at most {MAX_Q} terms each, or crossed factors with one scalar term each "
+            "whose largest factor has one term. Use collapse=None or False for the full model."
         )
     if collapse is True and requested:
         raise BayesLMMError("parameterization= applies to the full model; drop it or pass collapse=False.")
-    if collapse is True or (collapse is None and possible and not requested):
-        return {label: "collapsed" for label in labels}
+    if (collapse is True and possible) or (collapse is None and possible and not requested):
+        return {label: COLLAPSED for label in labels}
+    if crossed is not None:
+        auto = choose_parameterization(design)
+        return {label: COLLAPSED if k == crossed.integrated else auto[label] for k, label in enumerate(labels)}
     if design.summary is not None:
         raise BayesLMMError(
             f"The full model of {design.parsed.text!r} needs the data rows, which an out-of-core fit "
             f"({design.summary.source}) does not load; drop collapse=False and parameterization= to fit the collapsed model."
         )
     return {**choose_parameterization(design), **requested}
+
+
+def fully_collapsed(parameterization: Mapping[str, str]) -> bool:
+    """Whether a plan integrates every block out (the collapsed model of :mod:`bayeslmm.collapsed`)."""
+    return bool(parameterization) and all(v == COLLAPSED for v in parameterization.values())
+
+
+def partly_collapsed(parameterization: Mapping[str, str]) -> bool:
+    """Whether a plan integrates some blocks out and samples others (the crossed posterior of :mod:`bayeslmm.crossed`)."""
+    values = set(parameterization.values())
+    return COLLAPSED in values and len(values) > 1
+
+
+def full_model_parameterization(design: Design, parameterization: Mapping[str, str]) -> dict[str, str]:
+    """The plan with every ``"collapsed"`` block given the automatic centered/non-centered choice: the full model's version of it."""
+    if not any(v == COLLAPSED for v in parameterization.values()):
+        return dict(parameterization)
+    auto = choose_parameterization(design)
+    return {label: auto[label] if v == COLLAPSED else v for label, v in parameterization.items()}

@@ -20,6 +20,7 @@ from .inference import hypothesis as hypothesis_table, probability_of_direction
 from .paramdraws import ParamDraws
 from .priors import Priors
 from .summary import ModelSummary
+from .parameterization import COLLAPSED, fully_collapsed, partly_collapsed
 from .reml_fit import REMLFit, fit_frequentist
 from .sampling import Diagnostics, SamplerSettings
 
@@ -78,7 +79,13 @@ class BayesFit(MixedFit):
     def _describe(self) -> FitDescription:
         d, s = self.diagnostics, self.settings
         n_user = sum(e.source == "user" for e in self.priors.entries)
-        how = "collapsed (group effects integrated out)" if "collapsed" in self.parameterization.values() else "full"
+        if fully_collapsed(self.parameterization):
+            how = "collapsed (group effects integrated out)"
+        elif partly_collapsed(self.parameterization):
+            kept = [label for label, v in self.parameterization.items() if v == COLLAPSED]
+            how = f"crossed (group effects of {', '.join(kept)} integrated out)"
+        else:
+            how = "full"
         rhat = f"{d.max_rhat:.2f}" if d.chains > 1 and np.isfinite(d.max_rhat) else "not computed (one chain)"
         footer = [
             f"Sampling: NUTS ({s.sampler}), {d.chains} chain{'s' if d.chains > 1 else ''} x {d.draws} draws "

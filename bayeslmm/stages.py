@@ -7,7 +7,8 @@ A fit by NUTS runs (the numbers are those the stage modules' docstrings use)::
 
     check_method → formula_environment → model_design (stages 1-2: formula, design)
         → sampler_settings → make_priors (stage 3) → plan_parameterization (stage 4a)
-        → start_values → model_factory (stage 4) → sample (stage 5) → fit_posterior
+        → runnable_parameterization → start_values → model_factory (stage 4) → sample (stage 5)
+        → fit_posterior
 
 and a REML/ML fit::
 
@@ -37,6 +38,7 @@ from .design import Design, default_env
 from .errors import BayesLMMError
 from .formula import parse_formula
 from .model import build_model  # also links PyTensor's BLAS (bayeslmm.compat.link_pip_blas) before any graph compiles
+from .parameterization import full_model_parameterization, fully_collapsed, partly_collapsed
 from .priors import Priors
 from .reml import REMLResult
 from .sampling import SamplerSettings
@@ -52,6 +54,7 @@ __all__ = [
     "formula_environment",
     "model_design",
     "sampler_settings",
+    "runnable_parameterization",
     "start_values",
     "model_factory",
     "sample",
@@ -172,8 +175,42 @@ def sampler_settings(**kwargs: Any) -> SamplerSettings:
     return settings
 
 
-def _collapsed(parameterization: dict[str, str]) -> bool:
-    return "collapsed" in parameterization.values()
+#: Samplers that run the compiled crossed posterior (:mod:`bayeslmm.crossed`).
+CROSSED_SAMPLERS = ("pymc", "nutpie")
+
+
+def runnable_parameterization(
+    design: Design, priors: Priors, parameterization: dict[str, str], settings: SamplerSettings
+) -> dict[str, str]:
+    """The plan the sampler will run.
+
+    A plan that integrates only the largest crossed factor out (:mod:`bayeslmm.crossed`) needs
+    compiled densities of every prior and a sampler that takes a log-density target; when a prior
+    or ``sampler="numpyro"`` rules that out, the plan becomes the full model's
+    (:func:`~bayeslmm.parameterization.full_model_parameterization`). Other plans are returned as they are.
+
+    Parameters
+    ----------
+    design, priors
+        The design and its priors.
+    parameterization
+        The plan (:func:`~bayeslmm.parameterization.plan_parameterization`).
+    settings
+        The sampler settings.
+
+    Returns
+    -------
+    dict
+        Per block label, ``"collapsed"``, ``"centered"`` or ``"noncentered"``.
+    """
+    if not partly_collapsed(parameterization):
+        return dict(parameterization)
+    if settings.sampler in CROSSED_SAMPLERS:
+        from .crossed.posterior import CrossedPosterior  # imports numba only when needed
+
+        if CrossedPosterior.build(design, priors, parameterization) is not None:
+            return dict(parameterization)
+    return full_model_parameterization(design, parameterization)
 
 
 def start_values(design: Design, parameterization: dict[str, str], init: str = "reml") -> REMLResult | None:
@@ -211,7 +248,7 @@ def start_values(design: Design, parameterization: dict[str, str], init: str = "
         raise BayesLMMError(f"init must be 'reml' or 'prior', got {init!r}.")
     if init == "prior":
         return None
-    fitted = compress(design) if _collapsed(parameterization) else design
+    fitted = compress(design) if fully_collapsed(parameterization) else design
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -243,10 +280,12 @@ def model_factory(design: Design, priors: Priors, parameterization: dict[str, st
     callable
         No arguments; returns the PyMC model.
     """
-    if _collapsed(parameterization):
+    if fully_collapsed(parameterization):
         from .collapsed import build_collapsed_model
 
         return partial(build_collapsed_model, design, priors)
+    if partly_collapsed(parameterization):  # the crossed posterior samples without it: the full model, when asked for
+        return partial(build_model, design, priors, full_model_parameterization(design, parameterization))
     return partial(_built, build_model(design, priors, parameterization))
 
 
@@ -276,10 +315,20 @@ def sample(
     xarray.DataTree
         The posterior and sampler statistics.
     """
-    if _collapsed(parameterization):
+    if fully_collapsed(parameterization):
         from .collapsed.sample import sample_collapsed_model  # imports numba only when needed
 
         return sample_collapsed_model(design, priors, factory, settings, start)
+    if partly_collapsed(parameterization):
+        from .crossed.posterior import CrossedPosterior, sample_crossed_model  # imports numba only when needed
+
+        posterior = CrossedPosterior.build(design, priors, parameterization)
+        if posterior is None:
+            raise BayesLMMError(
+                "This plan integrates the largest crossed factor out, which these priors or this design do not "
+                "allow; pass the plan through runnable_parameterization first."
+            )
+        return sample_crossed_model(posterior, settings, start)
     from .inits import reml_initvals
     from .sampling import run_nuts
 

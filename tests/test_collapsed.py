@@ -135,8 +135,14 @@ def test_plan_parameterization():
     assert plan_parameterization(sleep, requested={"Subject": "noncentered"}) == {"Subject": "noncentered"}
     pen = model_design(*shared("penicillin"))
     assert set(plan_parameterization(pen).values()) <= {"centered", "noncentered"}
+    # crossed: with collapse=True the largest factor is integrated out, the other sampled (tests/test_crossed.py)
+    assert plan_parameterization(pen, collapse=True)["plate"] == "collapsed"
+    rng = np.random.default_rng(3)
+    slopes = pd.DataFrame({"y": rng.normal(size=40), "x": rng.normal(size=40), "a": np.repeat(list("abcdefgh"), 5),
+                           "b": np.tile(list("pqrst"), 8)})
+    crossed_slopes = model_design("y ~ x + (x | a) + (1 | b)", slopes)  # crossed, with a slope: neither collapses
     with pytest.raises(bayeslmm.BayesLMMError, match="cannot be integrated out"):
-        plan_parameterization(pen, collapse=True)
+        plan_parameterization(crossed_slopes, collapse=True)
     with pytest.raises(bayeslmm.BayesLMMError, match="applies to the full model"):
         plan_parameterization(sleep, collapse=True, requested={"Subject": "centered"})
     with pytest.raises(bayeslmm.BayesLMMError, match="block labels"):
@@ -581,10 +587,13 @@ def test_defaults_give_no_divergences_and_record_the_choice():
         fit = bayes_fit(name)
         assert fit.diagnostics.divergences == 0, name
     assert bayes_fit("pastes").parameterization == {"cask:batch": "collapsed", "batch": "collapsed"}
-    pen = bayes_fit("penicillin")  # crossed: the full model
+    pen = bayes_fit("penicillin")  # crossed: the full model by default
     assert set(pen.parameterization) == {"plate", "sample"}
     assert set(pen.parameterization.values()) <= {"centered", "noncentered"}
     assert "collapsed" not in pen.summary().footer[0]
+    crossed = bayes_fit("penicillin", collapse=True)  # the plates integrated out, the samples sampled (bayeslmm.crossed)
+    assert crossed.parameterization["plate"] == "collapsed" and crossed.parameterization["sample"] in {"centered", "noncentered"}
+    assert "crossed (group effects of plate integrated out)" in crossed.summary().footer[0]
     assert "collapsed" in bayes_fit("pastes").summary().footer[0]
 
 

@@ -114,8 +114,8 @@ def test_tree_round_trip_of_a_full_model(data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         crossed = bayeslmm.lmer("np.log(y) ~ x + (1 | g) + (1 | k)", data, draws=40, tune=40, chains=1,
-                                random_seed=5, progressbar=False)
-    assert "collapsed" not in crossed.parameterization.values()  # crossed factors: the full model
+                                random_seed=5, progressbar=False, collapse=False)
+    assert "collapsed" not in crossed.parameterization.values()  # collapse=False: the full model
     back = io.from_tree(io.to_tree(crossed))
     _assert_same_fit(crossed, back, data)
     assert back.parameterization == crossed.parameterization

@@ -317,7 +317,7 @@ def test_pytensor_links_a_blas_in_a_fresh_process():
 # ---------------------------------------------------------------------------
 PACKAGE = Path(bayeslmm.__file__).parent
 #: Modules of the sampler and the collapsed engine (and what they build on) held to the import rules.
-OWN = ["collapsed", "sampling", "parameterization", "groupwise", "compat", "model", "inits", "check", "api"]
+OWN = ["collapsed", "crossed", "sampling", "parameterization", "groupwise", "compat", "model", "inits", "check", "api"]
 
 
 def module_imports() -> dict[str, set[str]]:

@@ -102,7 +102,7 @@ def _divergence_advice(target_accept: float, parameterization: Mapping[str, str]
             "would switch to the full model, which samples such designs worse."
         )
     if param:
-        factor, now = next(iter(param.items()))
+        factor, now = next((k, v) for k, v in param.items() if v != "collapsed")  # a crossed fit: a sampled block
         other = "noncentered" if now == "centered" else "centered"
         return (
             f"{higher}, more informative priors on the group-level sds, or the other parameterization of a "

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pymc as pm
 import xarray as xr
-from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdapt
+from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdapt, QuadPotentialFullAdapt
 
 from .. import naming
 from ..compat import CompiledLogpDlogp
@@ -100,7 +100,9 @@ def _chain_starts(target: DensityTarget, start: np.ndarray, chains: int, rng: np
     return [start + rng.uniform(-1.0, 1.0, start.shape) * width for _ in range(chains)], scale
 
 
-def sample_target(target: DensityTarget, start: np.ndarray, settings: SamplerSettings, what: str = "the posterior") -> xr.DataTree:
+def sample_target(
+    target: DensityTarget, start: np.ndarray, settings: SamplerSettings, what: str = "the posterior", dense_mass: bool = False
+) -> xr.DataTree:
     """Sample a :class:`DensityTarget` with NUTS; return a ``DataTree`` of its named draws.
 
     Parameters
@@ -117,6 +119,10 @@ def sample_target(target: DensityTarget, start: np.ndarray, settings: SamplerSet
         forked processes) or ``"nutpie"``.
     what
         Named in the progress display.
+    dense_mass
+        With PyMC's NUTS, adapt a dense mass matrix (initialised at the
+        Laplace variances) instead of a diagonal one; see :func:`mass_matrix`
+        for when that pays. nutpie adapts its own.
 
     Returns
     -------
@@ -134,21 +140,26 @@ def sample_target(target: DensityTarget, start: np.ndarray, settings: SamplerSet
     rng = np.random.default_rng(seeds[0])
     starts, scale = _chain_starts(target, np.asarray(start, dtype=float), settings.chains, rng)
     run = _nutpie if settings.sampler == "nutpie" else _pymc_nuts
-    idata = run(target, starts, scale, rng, seeds[1], settings, what)
+    idata = run(target, starts, scale, rng, seeds[1], settings, what, dense_mass)
     _name_posterior(idata, target, np.random.default_rng(seeds[2]))
     return idata
 
 
-def _pymc_nuts(target: DensityTarget, starts: list, scale: np.ndarray, rng: Any, seed: Any, settings: SamplerSettings, what: str) -> Any:
+def _pymc_nuts(target: DensityTarget, starts: list, scale: np.ndarray, rng: Any, seed: Any, settings: SamplerSettings, what: str,
+               dense_mass: bool = False) -> Any:
     """PyMC's NUTS on a stand-in model with one flat vector, through its ``logp_dlogp_func`` hook."""
     with pm.Model() as proxy:
         theta = pm.Flat(naming.UNCONSTRAINED, shape=target.size)
     value = proxy.rvs_to_values[theta]
+    if dense_mass:
+        potential = QuadPotentialFullAdapt(target.size, np.mean(starts, axis=0), np.diag(scale**2), 10, rng=rng)
+    else:
+        potential = QuadPotentialDiagAdapt(target.size, np.mean(starts, axis=0), scale**2, 10, rng=rng)
     step = pm.NUTS(
         [value],
         model=proxy,
         logp_dlogp_func=CompiledLogpDlogp(target.logp_dlogp),
-        potential=QuadPotentialDiagAdapt(target.size, np.mean(starts, axis=0), scale**2, 10, rng=rng),
+        potential=potential,
         target_accept=settings.target_accept,
         initial_point={value.name: starts[0]},
         rng=np.random.default_rng(seed),
@@ -157,7 +168,8 @@ def _pymc_nuts(target: DensityTarget, starts: list, scale: np.ndarray, rng: Any,
     return sample_from_starts(proxy, step, [{naming.UNCONSTRAINED: s} for s in starts], chain_seeds, settings, what, target.size)
 
 
-def _nutpie(target: DensityTarget, starts: list, scale: np.ndarray, rng: Any, seed: Any, settings: SamplerSettings, what: str) -> Any:
+def _nutpie(target: DensityTarget, starts: list, scale: np.ndarray, rng: Any, seed: Any, settings: SamplerSettings, what: str,
+            dense_mass: bool = False) -> Any:
     """The NUTS of nutpie (the ``fast`` extra) on the same function, through ``nutpie.compiled_pyfunc.from_pyfunc``.
 
     Its Rust sampler's per-step overhead is far below PyMC's Python NUTS, but
