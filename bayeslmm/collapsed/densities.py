@@ -22,7 +22,10 @@ from numba import njit
 
 from ..priors import Prior
 
-__all__ = ["PriorSpec", "prior_spec", "spec_arrays", "family_logp", "constrain", "unconstrained_logp", "NONE", "LOG", "INTERVAL"]
+__all__ = [
+    "PriorSpec", "prior_spec", "spec_arrays", "family_logp", "constrain", "fixed_values_and_beta", "unconstrained_logp",
+    "NONE", "LOG", "INTERVAL",
+]
 
 NONE, LOG, INTERVAL = 0, 1, 2
 (NORMAL, STUDENT_T, CAUCHY, LAPLACE, LOGISTIC, CONSTANT, HALF_NORMAL, HALF_CAUCHY, HALF_STUDENT_T,
@@ -200,6 +203,25 @@ def constrain(transform: int, lower: float, upper: float, theta: float) -> float
     if transform == INTERVAL:
         return lower + (upper - lower) * math.exp(_log_sigmoid(theta))
     return theta
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def fixed_values_and_beta(theta, p, centered, idx, slopes, xbar, transforms, prm):  # pragma: no cover - compiled
+    """The fixed parameters' values from their coordinates ``theta[:p]``, and lme4's β from them.
+
+    With ``centered`` the first value is the intercept at the predictor means ``xbar``, the others
+    the slopes of columns ``slopes``; β's intercept is then ``values[0] - xbar · slopes``.
+    """
+    values = np.empty(p)
+    for i in range(p):
+        values[i] = constrain(transforms[i], prm[i, 3], prm[i, 4], theta[i])
+    beta = values.copy()
+    if centered:
+        beta[idx] = values[0]
+        for j in range(p - 1):
+            beta[slopes[j]] = values[1 + j]
+            beta[idx] -= xbar[j] * values[1 + j]
+    return values, beta
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

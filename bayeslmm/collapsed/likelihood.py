@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .densities import constrain, unconstrained_logp
+from .densities import constrain, fixed_values_and_beta, unconstrained_logp
 from .kernels import LOG_2PI, chol_product, covariance, covariance_prior, factor1, factor2, relative_factor
 
 __all__ = ["marginal_and_grad", "log_posterior"]
@@ -296,15 +296,7 @@ def log_posterior(
     side's factor, and positions of its sds and partial correlations.
     """
     grad = np.zeros(theta.shape[0])
-    values = np.empty(p)
-    for i in range(p):
-        values[i] = constrain(transforms[i], prm[i, 3], prm[i, 4], theta[i])
-    beta = values.copy()
-    if centered:
-        beta[idx] = values[0]
-        for j in range(p - 1):
-            beta[slopes[j]] = values[1 + j]
-            beta[idx] -= xbar[j] * values[1 + j]
+    values, beta = fixed_values_and_beta(theta, p, centered, idx, slopes, xbar, transforms, prm)
     sigma = constrain(transforms[p], prm[p, 3], prm[p, 4], theta[p])
     if not (sigma > 0.0 and math.isfinite(sigma)):
         return -math.inf, grad

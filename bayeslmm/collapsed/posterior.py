@@ -79,6 +79,14 @@ class FixedMap:
     slope_index: np.ndarray
     xbar: np.ndarray
 
+    @classmethod
+    def from_design(cls, design: Design) -> FixedMap:
+        """The map of a design: centered when it has an intercept and at least one other fixed effect."""
+        p, idx = len(design.fixed_names), design.intercept_index
+        centered = idx is not None and p > 1
+        slopes = np.array([j for j in range(p) if j != idx] if centered else [], dtype=np.int64)
+        return cls(centered, idx if idx is not None else 0, slopes, design.moments.x_mean[slopes] if centered else np.zeros(0))
+
     def matrix(self, p: int) -> np.ndarray:
         """T, ``(p, p)``."""
         if not self.centered:
@@ -141,11 +149,7 @@ class CollapsedPosterior:
         self.stats = stats
         blocks = design.blocks
         p = len(design.fixed_names)
-        idx = design.intercept_index
-        centered = idx is not None and p > 1
-        slopes = np.array([j for j in range(p) if j != idx] if centered else [], dtype=np.int64)
-        self.fixed = FixedMap(centered, idx if idx is not None else 0, slopes,
-                              design.moments.x_mean[slopes] if centered else np.zeros(0))
+        self.fixed = FixedMap.from_design(design)
         self.p = p
         blk_side = np.zeros(len(blocks), dtype=np.int64)
         blk_off = np.zeros(len(blocks), dtype=np.int64)

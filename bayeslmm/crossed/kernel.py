@@ -21,26 +21,11 @@ import math
 import numpy as np
 from numba import njit
 
-from ..collapsed.densities import constrain, unconstrained_logp
+from ..collapsed.densities import constrain, fixed_values_and_beta, unconstrained_logp
 
 __all__ = ["log_posterior", "integrated_draws"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _fixed_beta(theta, p, centered, idx, slopes, xbar, transforms, prm):  # pragma: no cover - compiled
-    """The fixed parameters' values (the intercept at the predictor means first when ``centered``) and β."""
-    values = np.empty(p)
-    for i in range(p):
-        values[i] = constrain(transforms[i], prm[i, 3], prm[i, 4], theta[i])
-    beta = values.copy()
-    if centered:
-        beta[idx] = values[0]
-        for j in range(p - 1):
-            beta[slopes[j]] = values[1 + j]
-            beta[idx] -= xbar[j] * values[1 + j]
-    return values, beta
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -119,7 +104,7 @@ def log_posterior(
         sds[k] = constrain(transforms[sd_pos[k]], prm[sd_pos[k], 3], prm[sd_pos[k], 4], theta[sd_pos[k]])
         if not (sds[k] > 0.0 and math.isfinite(sds[k])):
             return -math.inf, grad
-    values, beta = _fixed_beta(theta, p, centered, idx, slopes, xbar, transforms, prm)
+    values, beta = fixed_values_and_beta(theta, p, centered, idx, slopes, xbar, transforms, prm)
     c = _coefficients(theta, values, beta, beta0, sds, eff_off, eff_len, noncentered, i0, parent, plevel, m)
     u = np.empty(m)
     _csr_matvec(mm_ptr, mm_idx, mm_val, c, u)
@@ -231,7 +216,7 @@ def integrated_draws(
         tau = constrain(transforms[a_sd], prm[a_sd, 3], prm[a_sd, 4], theta[a_sd])
         for k in range(K):
             sds[k] = constrain(transforms[sd_pos[k]], prm[sd_pos[k], 3], prm[sd_pos[k], 4], theta[sd_pos[k]])
-        values, beta = _fixed_beta(theta, p, centered, idx, slopes, xbar, transforms, prm)
+        values, beta = fixed_values_and_beta(theta, p, centered, idx, slopes, xbar, transforms, prm)
         c = _coefficients(theta, values, beta, beta0, sds, eff_off, eff_len, noncentered, i0, parent, plevel, m)
         _csr_matvec(a_ptr, a_idx, a_val, c, w)
         s2 = sigma * sigma

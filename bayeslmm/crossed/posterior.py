@@ -158,11 +158,7 @@ class CrossedPosterior:
         self.structure = structure
         blocks = design.blocks
         p = len(design.fixed_names)
-        idx = design.intercept_index
-        centered = idx is not None and p > 1
-        slopes = np.array([j for j in range(p) if j != idx] if centered else [], dtype=np.int64)
-        self.fixed = FixedMap(centered, idx if idx is not None else 0, slopes,
-                              design.moments.x_mean[slopes] if centered else np.zeros(0))
+        self.fixed = FixedMap.from_design(design)
         self.p = p
         nb = len(blocks)
         self.sd_of_block = np.arange(p + 1, p + 1 + nb, dtype=np.int64)
@@ -183,7 +179,8 @@ class CrossedPosterior:
         self._prior = (codes, transforms, prm)
         eff_len = np.array(sizes, dtype=np.int64)
         # hierarchical centering of the centered intercept blocks (kernel.log_posterior)
-        self.intercept_coordinate = (0 if centered else int(idx)) if idx is not None else -1
+        idx = design.intercept_index
+        self.intercept_coordinate = (0 if self.fixed.centered else int(idx)) if idx is not None else -1
         self.parent, self.plevel = _hierarchy(design, structure, self.noncentered, self.intercept_coordinate >= 0)
         self._layout = (self.sd_of_block[list(sampled)], int(self.sd_of_block[structure.integrated]), self.eff_off, eff_len,
                         self.noncentered, self.intercept_coordinate, self.parent, self.plevel)
