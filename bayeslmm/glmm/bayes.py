@@ -31,7 +31,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from scipy.stats import chi2
 
-from .. import naming
+from .. import naming, stages
 from ..design import Design
 from ..errors import BayesLMMError, PriorError
 from ..fitstats import MAX_STORED_VALUES
@@ -39,7 +39,7 @@ from ..inits import reml_initvals
 from ..model import block_effects, fixed_effects, model_coords, prior_rv
 from ..parameterization import CENTERED_THRESHOLD, KAPPA_CONFIDENCE
 from ..priors import Prior, PriorEntry, Priors, make_priors
-from ..sampling import SamplerSettings, diagnose, run_nuts
+from ..sampling import diagnose, run_nuts
 from .families import GLMFamily
 from .fit import GLMMBayesFit, GLMMInfo, LaplaceFit
 
@@ -223,11 +223,10 @@ def sample_glmm(
     use_start: bool = True,
 ) -> GLMMBayesFit:
     """Sample the posterior of a GLMM design by NUTS and wrap it as a :class:`~bayeslmm.glmm.fit.GLMMBayesFit`."""
-    settings = SamplerSettings(
+    settings = stages.sampler_settings(
         draws=draws, tune=tune, chains=chains, random_seed=random_seed, target_accept=target_accept,
         sampler=sampler, progressbar=progressbar, cores=cores,
     )
-    settings.validate()
     prior_set = glmm_priors(design, info, priors, intercept_prior)
     param = plan_blocks(design, start, parameterization)
     model = build_glmm_model(design, info, prior_set, param)

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..compat import Environment, extend_environment
+from .. import stages
+from ..compat import Environment
 from ..datasource import design_from_data
 from ..design import Design
 from ..errors import BayesLMMError, DataError
 from ..formula import parse_formula
-from ..transforms import closed_namespace, fallback_namespace
 from .families import get_family
 from .fit import GLMMInfo, LaplaceFit
 from .laplace import GLMMData, fit_laplace
@@ -157,13 +157,7 @@ def glmer(
     """
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise BayesLMMError(f"method must be 'NUTS' or 'Laplace', got {method!r}.")
-    if formula_env == "closed":
-        env, closed = Environment([closed_namespace()]), True
-    elif formula_env == "caller":
-        env = extend_environment(Environment.capture(0, reference=1), {"np": np}, fallback_namespace())
-        closed = False
-    else:
-        raise BayesLMMError(f"formula_env must be 'caller' or 'closed', got {formula_env!r}.")
+    env, closed = stages.formula_environment(formula_env, frames_up=1)
     design, info = glmm_design(formula, data, family, link, weights, offset, na_action, env, closed)
     if METHODS[method.lower()] == "Laplace":
         return laplace_fit(design, info, nAGQ)
